@@ -1,0 +1,288 @@
+"""Configuration files (TOML) in the seed's shape, plus the Go original's variants.
+
+The seed's keys keep their names and meaning; the Go version's ``[Aws]`` table and its
+``OutputDir`` key load too. Every problem becomes one ConfigError naming the file, the key and
+what is wrong. The README's configuration reference documents each key of ``KEYS``; a test
+keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+import stat
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distsync.crypto.secret import InvalidSecret, parse_secret
+from distsync.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older Pythons only
+    import tomli as tomllib
+
+__all__ = [
+    "AWS_KEYS",
+    "DEFAULT_DAEMON_CONFIG",
+    "DEFAULT_UPLOAD_CONFIG",
+    "KEYS",
+    "AwsCreds",
+    "Config",
+    "default_config_path",
+    "load_config",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_CONFIG = "~/.distsync"
+DEFAULT_DAEMON_CONFIG = "~/.distsyncd"
+
+ENCRYPT_CHOICES = ("AEAD_AES_128_CBC_HMAC_SHA_256",)
+NOTIFY_CHOICES = ("S3Poll",)
+STORAGE_CHOICES = ("S3", "S3+BitTorrent", "Local")
+
+# Top-level keys and their TOML types; tables are handled separately.
+KEYS: dict[str, tuple[type, ...]] = {
+    "SharedSecret": (str,),
+    "StorageBucket": (str,),
+    "Encrypt": (str,),
+    "Notify": (str,),
+    "Storage": (str,),
+    "OutputDir": (str,),
+    "StateDir": (str,),
+    "Prefix": (str,),
+    "PollInterval": (int, float),
+    "PollJitter": (int, float),
+    "OnUpdate": (str, list),
+    "HookTimeout": (int, float),
+    "ChunkSize": (int,),
+    "Uploader": (str,),
+    "Pin": (dict,),
+    "AwsCreds": (dict,),
+    "Aws": (dict,),
+}
+AWS_KEYS: dict[str, tuple[type, ...]] = {
+    "Region": (str,),
+    "AccessKey": (str,),
+    "SecretKey": (str,),
+    "SessionToken": (str,),
+    "Endpoint": (str,),
+}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "a table",
+}
+
+
+@dataclass(frozen=True)
+class AwsCreds:
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded, validated configuration. ``secret`` holds the 32 raw SharedSecret bytes."""
+
+    path: Path
+    secret: bytes = field(repr=False)
+    storage_bucket: str
+    encrypt: str = ENCRYPT_CHOICES[0]
+    notify: str = "S3Poll"
+    storage: str = "S3"
+    aws: AwsCreds = AwsCreds()
+    output_dir: Path | None = None
+    state_dir: Path | None = None
+    prefix: str = "distsync/v3/"
+    poll_interval: float = 15.0
+    poll_jitter: float = 5.0
+    on_update: tuple[str, ...] = ()
+    hook_timeout: float = 300.0
+    chunk_size: int = 1 << 20
+    uploader: str = field(default_factory=socket.gethostname)
+    pins: Mapping[str, str] = field(default_factory=dict)
+
+    def error(self, key: str | None, problem: str) -> ConfigError:
+        return ConfigError(self.path, key, problem)
+
+    def require_output_dir(self) -> Path:
+        if self.output_dir is None:
+            raise self.error("OutputDir", "is required here (the directory artifacts go to)")
+        return self.output_dir
+
+    def daemon_state_dir(self) -> Path:
+        """Where the daemon keeps what it installed; ``StateDir`` or a default per user."""
+        if self.state_dir is not None:
+            return self.state_dir
+        base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        return Path(base) / "distsync"
+
+    def local_store_root(self) -> Path:
+        """For ``Storage = "Local"``: the directory that plays the bucket."""
+        return self._resolve(self.storage_bucket)
+
+    def _resolve(self, value: str) -> Path:
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else (self.path.parent / path)
+
+
+def default_config_path(command: str) -> Path:
+    default = DEFAULT_DAEMON_CONFIG if command == "daemon" else DEFAULT_UPLOAD_CONFIG
+    return Path(os.path.expanduser(default))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate one configuration file."""
+    cfg_path = Path(path)
+    try:
+        data = cfg_path.read_bytes()
+        mode = cfg_path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(
+            cfg_path, None, "no such file (create one with `distsync setup`, or pass -c PATH)"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(cfg_path, None, "is a directory, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigError(cfg_path, None, f"cannot be read: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "%s is readable by group or others (mode %o) and holds a secret: chmod 600 it",
+            cfg_path,
+            stat.S_IMODE(mode),
+        )
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(cfg_path, None, "is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(cfg_path, None, f"is not valid TOML: {exc}") from None
+    return _build(cfg_path, raw)
+
+
+def _build(path: Path, raw: dict[str, Any]) -> Config:
+    def fail(key: str | None, problem: str) -> ConfigError:
+        return ConfigError(path, key, problem)
+
+    _check_keys(path, "", raw, KEYS)
+    if "Aws" in raw and "AwsCreds" in raw:
+        raise fail("Aws", "give either [AwsCreds] or the Go version's [Aws], not both")
+    aws_table_name = "Aws" if "Aws" in raw else "AwsCreds"
+    aws_raw = raw.get(aws_table_name, {})
+    _check_keys(path, aws_table_name + ".", aws_raw, AWS_KEYS)
+
+    if "SharedSecret" not in raw:
+        raise fail("SharedSecret", "is missing (every configuration needs the shared secret)")
+    try:
+        secret = parse_secret(raw["SharedSecret"])
+    except InvalidSecret as exc:
+        raise fail("SharedSecret", str(exc)) from None
+    bucket = raw.get("StorageBucket", "").strip()
+    if not bucket:
+        raise fail("StorageBucket", "is missing or empty")
+
+    values: dict[str, Any] = {
+        "path": path,
+        "secret": secret,
+        "storage_bucket": bucket,
+        "encrypt": _choice(path, raw, "Encrypt", ENCRYPT_CHOICES, ENCRYPT_CHOICES[0]),
+        "notify": _choice(path, raw, "Notify", NOTIFY_CHOICES, "S3Poll"),
+        "storage": _choice(path, raw, "Storage", STORAGE_CHOICES, "S3"),
+        "aws": AwsCreds(
+            region=aws_raw.get("Region", "us-east-1") or "us-east-1",
+            access_key=aws_raw.get("AccessKey") or None,
+            secret_key=aws_raw.get("SecretKey") or None,
+            session_token=aws_raw.get("SessionToken") or None,
+            endpoint=aws_raw.get("Endpoint") or None,
+        ),
+    }
+    cfg = Config(**values)
+    for key, attr in (("OutputDir", "output_dir"), ("StateDir", "state_dir")):
+        if raw.get(key):
+            values[attr] = cfg._resolve(raw[key])
+    if "Prefix" in raw:
+        prefix = raw["Prefix"].strip("/")
+        if not prefix or any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise fail("Prefix", "must be a non-empty key prefix like 'distsync/v3'")
+        values["prefix"] = prefix + "/"
+    values["poll_interval"] = _number(path, raw, "PollInterval", 15.0, low=0.1, high=86400)
+    values["poll_jitter"] = _number(path, raw, "PollJitter", 5.0, low=0.0, high=86400)
+    values["hook_timeout"] = _number(path, raw, "HookTimeout", 300.0, low=1, high=86400)
+    if "ChunkSize" in raw:
+        size = raw["ChunkSize"]
+        if size % 16 or not (1 << 14) <= size <= (1 << 26):
+            raise fail("ChunkSize", "must be a multiple of 16 between 16384 and 67108864")
+        values["chunk_size"] = size
+    if "OnUpdate" in raw:
+        values["on_update"] = _command(path, raw["OnUpdate"])
+    if raw.get("Uploader"):
+        values["uploader"] = raw["Uploader"]
+    if "Pin" in raw:
+        for name, version in raw["Pin"].items():
+            if not isinstance(version, str) or not version:
+                raise fail(f"Pin.{name}", "must be a version id string")
+        values["pins"] = dict(raw["Pin"])
+    return Config(**values)
+
+
+def _check_keys(
+    path: Path, scope: str, table: dict[str, Any], known: dict[str, tuple[type, ...]]
+) -> None:
+    for key, value in table.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(path, scope + key, "unknown key" + hint)
+        types = known[key]
+        # bool is an int in Python but never what a numeric key means.
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise ConfigError(path, scope + key, f"must be {wanted}")
+
+
+def _choice(
+    path: Path, raw: dict[str, Any], key: str, choices: tuple[str, ...], default: str
+) -> str:
+    value = raw.get(key, default)
+    for choice in choices:
+        if value.lower() == choice.lower():
+            return choice
+    raise ConfigError(path, key, f"unknown value {value!r} (expected one of: {', '.join(choices)})")
+
+
+def _number(
+    path: Path, raw: dict[str, Any], key: str, default: float, *, low: float, high: float
+) -> float:
+    value = float(raw.get(key, default))
+    if not low <= value <= high:
+        raise ConfigError(path, key, f"must be between {low:g} and {high:g} seconds")
+    return value
+
+
+def _command(path: Path, value: str | list[Any]) -> tuple[str, ...]:
+    import shlex
+
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ConfigError(path, "OnUpdate", f"cannot be split into a command: {exc}") from None
+    else:
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError(path, "OnUpdate", "must be a list of strings")
+        argv = list(value)
+    if not argv:
+        raise ConfigError(path, "OnUpdate", "is empty")
+    return tuple(argv)

@@ -1,0 +1,81 @@
+"""The error families of distsync, each carrying the one line a user sees and an exit status.
+
+Two families matter most, as in python-tuf: the *data lied* (IntegrityError: tampered,
+truncated, replayed or wrongly keyed objects) and the *transport failed* (StorageError).
+Everything a user can trigger is raised as one of these; the CLI prints ``str(err)`` and exits
+with ``err.exit_code``. Messages never include secret material.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DistsyncError",
+    "FormatError",
+    "IntegrityError",
+    "LocalIOError",
+    "NotFoundError",
+    "StorageError",
+    "UsageError",
+]
+
+
+class DistsyncError(Exception):
+    """Base class: a failure with a one-line, user-facing message."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(DistsyncError):
+    """The command line itself is wrong."""
+
+    exit_code = 2
+
+
+class ConfigError(DistsyncError):
+    """A configuration file is missing, unreadable or invalid.
+
+    The message names the file, the key and what is wrong.
+    """
+
+    exit_code = 2
+
+    def __init__(self, path: object, key: str | None, problem: str) -> None:
+        where = f"{path}: {key}: " if key else f"{path}: "
+        super().__init__(where + problem)
+        self.path = path
+        self.key = key
+        self.problem = problem
+
+
+class IntegrityError(DistsyncError):
+    """Stored data failed verification: tampered, truncated, reordered, replayed or wrong key."""
+
+    exit_code = 3
+
+
+class FormatError(IntegrityError):
+    """Stored data is not in a format distsync understands (bad magic, version, framing)."""
+
+
+class StorageError(DistsyncError):
+    """The store (S3, a directory) could not be reached or refused an operation."""
+
+    exit_code = 4
+
+
+class NotFoundError(StorageError):
+    """An object, artifact name or version does not exist in the store."""
+
+
+class LocalIOError(DistsyncError):
+    """A local file could not be read or written (permissions, disk full, missing directory)."""
+
+    exit_code = 5

@@ -1,0 +1,80 @@
+"""File-system effects that must never leave a half-written file at a destination path.
+
+``atomic_output`` writes into a temp file in the destination's own directory (so the final
+``rename`` is atomic on one file system), fsyncs it, renames it over the destination and fsyncs
+the directory. On any failure the temp file is removed and the destination is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from distsync.errors import LocalIOError
+
+__all__ = ["TEMP_SUFFIX", "atomic_output", "fsync_dir", "local_io_error", "remove_stale_temps"]
+
+TEMP_SUFFIX = ".distsync-tmp"
+
+
+def local_io_error(action: str, path: os.PathLike[str] | str, exc: OSError) -> LocalIOError:
+    """One clear line for an OSError, e.g. 'cannot write /x: no space left on device'."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EFBIG:
+        reason = "file too large (a size limit of the file system or process)"
+    return LocalIOError(f"cannot {action} {path}: {reason.lower()}")
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(dest: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a writable binary file; on clean exit it replaces ``dest`` atomically."""
+    dest = Path(dest)
+    directory = dest.parent if str(dest.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as exc:
+        raise local_io_error("create a file in", directory, exc) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                yield handle
+                handle.flush()
+                os.fchmod(handle.fileno(), mode)
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                raise local_io_error("write", dest, exc) from None
+        try:
+            os.replace(tmp, dest)
+            fsync_dir(directory)
+        except OSError as exc:
+            raise local_io_error("replace", dest, exc) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temp files a killed process left behind; returns what was removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in directory.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed.append(entry)
+    return removed
