@@ -1,0 +1,321 @@
+"""The ``distsync`` command line: parse arguments, call the engine, turn errors into one line.
+
+Every subcommand takes ``-c PATH`` (also ``--config`` and the Go original's ``-conf``).
+The handlers stay thin: the work lives in the engine modules that the Ansible modules call too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from distsync import __version__
+from distsync.catalog import Catalog
+from distsync.config import Config, default_config_path, load_config
+from distsync.crypto import codec
+from distsync.errors import DistsyncError, UsageError
+from distsync.fsutil import atomic_output, local_io_error
+from distsync.layout import Layout
+from distsync.progress import Progress, human_bytes
+from distsync.storage import Store, open_store
+
+__all__ = ["main"]
+
+log = logging.getLogger("distsync")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config or default_config_path(args.command)
+    return load_config(path)
+
+
+@contextlib.contextmanager
+def _open_input(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(name, "rb")  # noqa: SIM115 - closed below, errors translated
+    except OSError as exc:
+        raise local_io_error("read", name, exc) from None
+    with handle:
+        yield handle
+
+
+def _input_size(name: str) -> int | None:
+    try:
+        return None if name == "-" else os.stat(name).st_size
+    except OSError:
+        return None
+
+
+def _write_output(name: str, produce: Callable[[BinaryIO], object]) -> None:
+    """Run ``produce(handle)``; only a complete result ever appears at ``name``.
+
+    For ``-`` the result is staged in a temp file first, so that nothing unverified reaches
+    standard output either.
+    """
+    if name != "-":
+        with atomic_output(Path(name), mode=0o600) as handle:
+            produce(handle)
+        return
+    with tempfile.TemporaryFile() as staged:
+        try:
+            produce(staged)
+            staged.seek(0)
+            shutil.copyfileobj(staged, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
+        except OSError as exc:
+            raise local_io_error("write", "standard output", exc) from None
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    progress = Progress("encrypt", _input_size(args.input))
+    with _open_input(args.input) as src:
+        _write_output(
+            args.output,
+            lambda dst: codec.encrypt_as(
+                args.format, cfg.secret, src, dst, chunk_size=cfg.chunk_size, progress=progress
+            ),
+        )
+    progress.close()
+    return 0
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    progress = Progress("decrypt", None)
+    with _open_input(args.input) as src:
+        _write_output(
+            args.output, lambda dst: codec.decrypt_any(cfg.secret, src, dst, progress=progress)
+        )
+    progress.close()
+    return 0
+
+
+def _catalog(cfg: Config) -> tuple[Store, Catalog]:
+    store = open_store(cfg)
+    return store, Catalog(store, Layout(cfg.prefix), cfg.secret)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from distsync.upload import upload_file
+
+    cfg = _config(args)
+    store, catalog = _catalog(cfg)
+    if args.name and len(args.files) > 1:
+        raise UsageError("--name goes with a single file")
+    for name in args.files:
+        path = Path(name)
+        progress = Progress(f"upload {path.name}", _input_size(name))
+        version = upload_file(cfg, store, catalog, path, name=args.name, progress=progress)
+        progress.close()
+        m = version.manifest
+        print(f"{m.name}\tversion {version.version_id}\t{m.size} bytes\tsha256 {m.sha256}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    _, catalog = _catalog(cfg)
+    versions = catalog.versions()
+    if args.name:
+        versions = [v for v in versions if v.manifest.name == args.name]
+    if args.json:
+        rows = [
+            {
+                "name": v.manifest.name,
+                "version": v.version_id,
+                "size": v.manifest.size,
+                "sha256": v.manifest.sha256,
+                "uploaded_at": v.manifest.uploaded_at,
+                "uploader": v.manifest.uploader,
+            }
+            for v in versions
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not versions:
+        print(f"no artifacts in {catalog.store.description}", file=sys.stderr)
+        return 0
+    print(f"{'NAME':<32} {'VERSION':>8} {'SIZE':>10}  {'UPLOADED (UTC)':<19}  SHA256")
+    for v in versions:
+        m = v.manifest
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.uploaded_at))
+        print(
+            f"{m.name:<32} {v.version_id:>8} {human_bytes(m.size):>10}  {when:<19}  {m.sha256[:12]}"
+        )
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from distsync.transfer.fetch import fetch_version
+
+    cfg = _config(args)
+    store, catalog = _catalog(cfg)
+    version = catalog.find(args.name, args.version) if args.version else catalog.newest(args.name)
+    out_dir = Path(args.output_dir)
+    if not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is not a directory")
+    progress = Progress(f"download {args.name}", version.manifest.size)
+    result = fetch_version(
+        store, cfg.secret, version, out_dir / version.manifest.name, progress=progress
+    )
+    progress.close()
+    print(
+        f"{result.path}\tversion {version.version_id}\t{result.size} bytes\tsha256 {result.sha256}"
+    )
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from distsync.daemon import Daemon
+
+    cfg = _config(args)
+    return Daemon(cfg, open_store(cfg)).run(once=args.once)
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from distsync.provision import SetupOptions, fill_in_interactively, run_setup
+
+    options = SetupOptions(
+        storage=args.storage,
+        bucket=args.bucket,
+        region=args.region,
+        endpoint=args.endpoint,
+        output_dir=args.output_dir,
+        upload_config=args.upload_config,
+        daemon_config=args.daemon_config,
+        force=args.force,
+    )
+    if not args.non_interactive and sys.stdin.isatty():
+        fill_in_interactively(options)
+    result = run_setup(options)
+    print(f"storage: {result.storage} ({result.bucket})")
+    print(f"wrote {result.upload_config} (for the uploader, e.g. your CI)")
+    print(f"wrote {result.daemon_config} (for the servers running `distsync daemon`)")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        "-conf",
+        metavar="PATH",
+        help="configuration file (default: ~/.distsyncd for daemon, ~/.distsync otherwise)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distsync",
+        description="Move build artifacts from CI to a fleet through an object store, "
+        "encrypted end to end.",
+    )
+    parser.add_argument("--version", action="version", version=f"distsync {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    enc = sub.add_parser("encrypt", help="encrypt a file offline (no store involved)")
+    _add_config_option(enc)
+    enc.add_argument("input", help="file to encrypt, or - for standard input")
+    enc.add_argument("-o", "--output", required=True, help="where to write, or - for stdout")
+    enc.add_argument(
+        "--format", choices=codec.FORMATS, default="v3", help="v3 (default) or the Go distsync01"
+    )
+    enc.set_defaults(handler=cmd_encrypt)
+
+    dec = sub.add_parser("decrypt", help="verify and decrypt a file offline (format detected)")
+    _add_config_option(dec)
+    dec.add_argument("input", help="file to decrypt, or - for standard input")
+    dec.add_argument("-o", "--output", required=True, help="where to write, or - for stdout")
+    dec.set_defaults(handler=cmd_decrypt)
+
+    setup = sub.add_parser("setup", help="create the store and write both configs")
+    setup.add_argument("--storage", choices=("local", "s3"), type=str.lower)
+    setup.add_argument("--bucket", help="bucket name, or the directory for local storage")
+    setup.add_argument("--region", help="AWS region (default us-east-1)")
+    setup.add_argument("--endpoint", help="S3-compatible endpoint URL")
+    setup.add_argument("--output-dir", help="where the daemon installs artifacts")
+    setup.add_argument("--upload-config", default="~/.distsync", metavar="PATH")
+    setup.add_argument("--daemon-config", default="~/.distsyncd", metavar="PATH")
+    setup.add_argument("--force", action="store_true", help="replace existing config files")
+    setup.add_argument("--non-interactive", action="store_true", help="never prompt")
+    setup.set_defaults(handler=cmd_setup)
+
+    upload = sub.add_parser("upload", help="encrypt, upload and announce files")
+    _add_config_option(upload)
+    upload.add_argument("files", nargs="+", metavar="FILE")
+    upload.add_argument("--name", help="artifact name (default: the file's base name)")
+    upload.set_defaults(handler=cmd_upload)
+
+    lst = sub.add_parser("list", help="list artifacts and versions, newest first")
+    _add_config_option(lst)
+    lst.add_argument("name", nargs="?", help="only versions of this name")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.set_defaults(handler=cmd_list)
+
+    down = sub.add_parser("download", help="fetch, verify and decrypt one artifact")
+    _add_config_option(down)
+    down.add_argument("name")
+    down.add_argument("-o", "--output-dir", default=".", metavar="DIR")
+    down.add_argument("--version", metavar="ID", help="a version id from `distsync list`")
+    down.set_defaults(handler=cmd_download)
+
+    daemon = sub.add_parser("daemon", help="install new artifacts as they appear")
+    _add_config_option(daemon)
+    daemon.add_argument("--once", action="store_true", help="run one cycle and exit")
+    daemon.set_defaults(handler=cmd_daemon)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="distsync: %(levelname)s: %(message)s"
+        if sys.stderr.isatty()
+        else "%(asctime)s distsync %(levelname)s %(message)s",
+    )
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return 2
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except DistsyncError as exc:
+        print(f"distsync: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("distsync: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"distsync: internal error: {type(exc).__name__}: {exc} (--debug shows details)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

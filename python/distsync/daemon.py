@@ -1,0 +1,241 @@
+"""``distsync daemon``: notice new artifacts, fetch, verify, place atomically, run the hook.
+
+One cycle: a cheap conditional check of the marker; if it changed (or a retry, pin or missing
+file needs it), list the log after the last sequence number seen, verify the new manifests,
+let ``plan_installs`` decide, and install. State is saved after every install, so a restart
+never downloads twice and never goes back to an older version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+
+from distsync import sdnotify
+from distsync.catalog import Catalog, Rejected
+from distsync.config import Config
+from distsync.errors import DistsyncError, IntegrityError, LocalIOError, NotFoundError
+from distsync.fsutil import local_io_error, remove_stale_temps
+from distsync.hooks import run_hook
+from distsync.layout import Layout
+from distsync.manifest import Version
+from distsync.state import DaemonState, Installed, StateFile, plan_installs
+from distsync.storage.base import Store
+from distsync.transfer.fetch import Interrupted, fetch_version
+
+__all__ = ["CycleReport", "Daemon"]
+
+log = logging.getLogger("distsync.daemon")
+
+# Even when the marker says nothing changed, list the log every so many polls: an uploader
+# that died between claiming its log entry and rewriting the marker is then still noticed.
+_FULL_LIST_EVERY = 20
+
+
+@dataclass
+class CycleReport:
+    installed: list[Version] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, store: Store, *, stop: threading.Event | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.output_dir = cfg.require_output_dir()
+        self.catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
+        self.stop = stop or threading.Event()
+        ident = hashlib.sha256(f"{cfg.storage}\0{cfg.storage_bucket}\0{cfg.prefix}".encode())
+        self.state_file = StateFile(cfg.daemon_state_dir() / f"state-{ident.hexdigest()[:16]}.json")
+        self._polls = 0
+
+    # -- one cycle ----------------------------------------------------------------------
+
+    def cycle(self) -> CycleReport:
+        report = CycleReport()
+        state = self.state_file.load()
+        try:
+            tag = self.store.changed(self.catalog.layout.marker, state.marker_tag)
+        except DistsyncError as exc:
+            log.warning("cannot check for new artifacts: %s", exc)
+            report.failed.append(str(exc))
+            return report
+        missing = self._missing_installs(state)
+        unpinned = {
+            name
+            for name, pin in self.cfg.pins.items()
+            if name not in state.installed or str(state.installed[name].version) != pin
+        }
+        full_list = self._polls % _FULL_LIST_EVERY == 0
+        self._polls += 1
+        if tag is None and not (state.retry or missing or unpinned or full_list):
+            return report
+        try:
+            found, last_seq = self._collect(state, missing | unpinned | set(state.retry))
+        except DistsyncError as exc:
+            log.warning("cannot list new artifacts: %s", exc)
+            report.failed.append(str(exc))
+            return report
+        for version in plan_installs(state, found, self.cfg.pins):
+            if self.stop.is_set():
+                break
+            self._install(state, version, report)
+            self.state_file.save(state)
+        state.last_seq = max(state.last_seq, last_seq)
+        if tag is not None:
+            state.marker_tag = tag
+        self.state_file.save(state)
+        return report
+
+    def _missing_installs(self, state: DaemonState) -> set[str]:
+        """Names recorded as installed whose file has gone: they are installed again."""
+        missing = {name for name in state.installed if not (self.output_dir / name).is_file()}
+        for name in missing:
+            log.warning("%s was removed from %s; installing it again", name, self.output_dir)
+            del state.installed[name]
+        return missing
+
+    def _collect(self, state: DaemonState, wanted: set[str]) -> tuple[list[Version], int]:
+        """New log entries, plus the versions that retries, pins and missing files need."""
+        found: list[Version] = []
+        last_seq = state.last_seq
+        for entry in self.catalog.entries_after(state.last_seq):
+            last_seq = max(last_seq, entry.seq)
+            if isinstance(entry, Rejected):
+                log.warning("ignoring log entry %d: %s", entry.seq, entry.reason)
+            else:
+                found.append(entry)
+        extra: set[int] = set(state.retry.values())
+        extra.update(int(pin) for name, pin in self.cfg.pins.items() if pin.isdigit())
+        if wanted - set(state.retry) - set(self.cfg.pins):
+            extra.update(v.seq for v in self._newest_known(wanted))
+        for seq in sorted(extra - {v.seq for v in found}):
+            try:
+                found.append(self.catalog.read(seq))
+            except NotFoundError:
+                log.warning("version %d is no longer in the store", seq)
+            except IntegrityError as exc:
+                log.warning("ignoring log entry %d: %s", seq, exc)
+        return found, last_seq
+
+    def _newest_known(self, names: set[str]) -> Iterator[Version]:
+        newest: dict[str, Version] = {}
+        for version in self.catalog.versions():
+            if version.manifest.name in names and version.manifest.name not in newest:
+                newest[version.manifest.name] = version
+        return iter(newest.values())
+
+    def _install(self, state: DaemonState, version: Version, report: CycleReport) -> None:
+        manifest = version.manifest
+        dest = self.output_dir / manifest.name
+        try:
+            result = fetch_version(
+                self.store, self.cfg.secret, version, dest, should_stop=self.stop.is_set
+            )
+        except Interrupted:
+            log.info("stopped while installing %s version %s", manifest.name, version.version_id)
+            return
+        except IntegrityError as exc:
+            log.error("rejected %s version %s: %s", manifest.name, version.version_id, exc)
+            state.retry.pop(manifest.name, None)
+            report.failed.append(str(exc))
+            return
+        except DistsyncError as exc:
+            log.error(
+                "could not install %s version %s (will retry): %s",
+                manifest.name,
+                version.version_id,
+                exc,
+            )
+            state.retry[manifest.name] = version.seq
+            report.failed.append(str(exc))
+            return
+        state.installed[manifest.name] = Installed(version.seq, manifest.sha256, manifest.size)
+        state.retry.pop(manifest.name, None)
+        report.installed.append(version)
+        log.info(
+            "installed %s version %s sha256 %s %d bytes in %.2f s",
+            manifest.name,
+            version.version_id,
+            manifest.sha256,
+            result.size,
+            result.seconds,
+        )
+        if self.cfg.on_update:
+            run_hook(self.cfg.on_update, dest, version, self.cfg.hook_timeout)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> int:
+        """Poll until stopped (or one cycle with ``once``); returns the exit status."""
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise local_io_error("create", self.output_dir, exc) from None
+        with self._exclusive(), _stop_on_signals(self.stop):
+            for stale in remove_stale_temps(self.output_dir):
+                log.info("removed %s left by an interrupted install", stale.name)
+            log.info("watching %s for %s", self.store.description, self.output_dir)
+            watchdog = sdnotify.watchdog_interval()
+            ready = False
+            while not self.stop.is_set():
+                report = self.cycle()
+                if not ready:
+                    sdnotify.notify("READY=1")
+                    ready = True
+                if once:
+                    return 1 if report.failed else 0
+                delay = self.cfg.poll_interval + random.uniform(0, self.cfg.poll_jitter)
+                deadline = time.monotonic() + delay
+                while not self.stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+                    if watchdog:
+                        sdnotify.notify("WATCHDOG=1")
+                    self.stop.wait(min(remaining, watchdog or remaining))
+            sdnotify.notify("STOPPING=1")
+            log.info("stopped")
+        return 0
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One daemon per state file: a second one would race the first on every install."""
+        lock_path = self.state_file.path.with_suffix(".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            handle = open(lock_path, "a")  # noqa: SIM115 - held for the daemon's lifetime
+        except OSError as exc:
+            raise local_io_error("create", lock_path, exc) from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LocalIOError(
+                    f"another distsync daemon already uses {self.state_file.path.parent}"
+                ) from None
+            yield
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,44 @@
+"""Where things live in the bucket (DESIGN §6). Everything sits under one prefix::
+
+    {prefix}marker              rewritten after every upload: servers poll its version tag
+    {prefix}log/{seq:020d}      encrypted manifests, one per upload, claimed by conditional create
+    {prefix}objects/{random}    ciphertext of the artifacts (random ids, never names)
+
+The log's sequence numbers order uploads with no clock at all: an uploader claims the next
+free number with a create-if-absent, and a lost race just claims the one after.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+__all__ = ["Layout"]
+
+_SEQ_DIGITS = 20
+
+
+@dataclass(frozen=True)
+class Layout:
+    prefix: str = "distsync/v3/"
+
+    @property
+    def marker(self) -> str:
+        return self.prefix + "marker"
+
+    @property
+    def log_prefix(self) -> str:
+        return self.prefix + "log/"
+
+    def log_key(self, seq: int) -> str:
+        return f"{self.log_prefix}{seq:0{_SEQ_DIGITS}d}"
+
+    def seq_of(self, key: str) -> int | None:
+        """The sequence number of a log key, or None for anything else."""
+        leaf = key[len(self.log_prefix) :] if key.startswith(self.log_prefix) else ""
+        if len(leaf) == _SEQ_DIGITS and leaf.isdigit() and leaf.isascii():
+            return int(leaf)
+        return None
+
+    def new_object_key(self) -> str:
+        return f"{self.prefix}objects/{uuid.uuid4().hex}"

@@ -1,0 +1,19 @@
+"""Object stores behind one small interface (``Store``): one file per backend."""
+
+from __future__ import annotations
+
+from distsync.config import Config
+from distsync.storage.base import ObjectWriter, Store
+
+__all__ = ["ObjectWriter", "Store", "open_store"]
+
+
+def open_store(cfg: Config) -> Store:
+    """The store a configuration names."""
+    if cfg.storage == "Local":
+        from distsync.storage.local import LocalStore
+
+        return LocalStore(cfg.local_store_root())
+    from distsync.storage.s3 import S3Store
+
+    return S3Store.from_config(cfg)

@@ -1,0 +1,63 @@
+"""The storage interface every backend implements.
+
+Keys are ``/``-separated strings below the store's root (bucket). Large objects are written
+through an ``ObjectWriter`` (a stream that becomes visible only on ``commit``) and read by
+ranges; small ones (manifests, the marker) whole. ``create`` is a conditional create
+(``If-None-Match: *`` on S3, ``O_EXCL``/``link`` on a directory): the global manifest log is
+built on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+__all__ = ["ObjectWriter", "Store"]
+
+
+class ObjectWriter(Protocol):
+    """A new object being written; nothing is visible at its key until ``commit()``."""
+
+    def write(self, data: bytes | memoryview) -> int: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Store(Protocol):
+    description: str
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist yet; False when it already did."""
+        ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``key`` whole, replacing what was there."""
+        ...
+
+    def writer(self, key: str) -> ObjectWriter:
+        """Stream a (large) new object to ``key``."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Read a small object whole; NotFoundError if it does not exist."""
+        ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``start`` (fewer only at the end of the object)."""
+        ...
+
+    def size(self, key: str) -> int:
+        """The object's size in bytes; NotFoundError if it does not exist."""
+        ...
+
+    def changed(self, key: str, since: str | None) -> str | None:
+        """A cheap conditional check of one object: its new version tag if it differs from
+        ``since`` (or ``""`` when the object does not exist and ``since`` was something
+        else), None when unchanged."""
+        ...
+
+    def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        """Keys under ``prefix`` that sort after ``start_after``, in lexicographic order."""
+        ...

@@ -1,0 +1,1 @@
+"""Moving ciphertext: ranged reads from the store (and, later, a BitTorrent swarm)."""

@@ -1,0 +1,83 @@
+"""Upload: encrypt a file as a stream into a new object, then append its manifest to the log."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from distsync.catalog import Catalog
+from distsync.config import Config
+from distsync.crypto import stream
+from distsync.errors import LocalIOError
+from distsync.fsutil import local_io_error
+from distsync.manifest import Manifest, Version, validate_name
+from distsync.storage.base import Store
+
+__all__ = ["upload_file"]
+
+
+class _ReadErrors:
+    """Turn read errors on the source into one clear line naming the source file."""
+
+    def __init__(self, handle: BinaryIO, path: Path) -> None:
+        self._handle = handle
+        self._path = path
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._handle.read(size)
+        except OSError as exc:
+            raise local_io_error("read", self._path, exc) from None
+
+
+def upload_file(
+    cfg: Config,
+    store: Store,
+    catalog: Catalog,
+    path: Path,
+    *,
+    name: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Version:
+    name = validate_name(name or path.name)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed in the with below
+        info = os.fstat(handle.fileno())
+    except OSError as exc:
+        raise local_io_error("read", path, exc) from None
+    with handle:
+        if not stat.S_ISREG(info.st_mode):
+            raise local_io_error("upload", path, IsADirectoryError(0, "not a regular file"))
+        object_key = catalog.layout.new_object_key()
+        writer = store.writer(object_key)
+        try:
+            result = stream.encrypt_stream(
+                cfg.secret,
+                _ReadErrors(handle, path),  # type: ignore[arg-type]
+                writer,  # type: ignore[arg-type]
+                chunk_size=cfg.chunk_size,
+                progress=progress,
+            )
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    if result.plaintext_size != info.st_size:
+        # The file changed while it was read: refuse to publish a torn artifact.
+        raise LocalIOError(f"{path} changed size while it was uploaded; try again")
+    manifest = Manifest(
+        name=name,
+        size=result.plaintext_size,
+        sha256=result.plaintext_sha256,
+        object_key=object_key,
+        object_size=result.ciphertext_size,
+        chunk_size=cfg.chunk_size,
+        uploaded_at=time.time(),
+        uploader=cfg.uploader,
+        mode=stat.S_IMODE(info.st_mode) & 0o777,
+    )
+    return catalog.append(manifest)
