@@ -4,9 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv lint typecheck unit test lock bench clean
+.PHONY: help venv demo lint typecheck unit test lock bench clean
 
 help:
+	@echo "make demo        set up a local store, run a daemon, upload, watch it land"
 	@echo "make test        lint, type-check and run every test (what CI runs)"
 	@echo "make bench       run the benchmarks in bench/ (not tests)"
 	@echo "make lock        re-pin requirements/test.txt from requirements/test.in"
@@ -18,6 +19,9 @@ $(STAMP): requirements/test.txt python/pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check python bench tests

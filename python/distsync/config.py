@@ -66,6 +66,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "Pin": (dict,),
     "AwsCreds": (dict,),
     "Aws": (dict,),
+    "PeerDist": (dict,),
 }
 AWS_KEYS: dict[str, tuple[type, ...]] = {
     "Region": (str,),
@@ -183,6 +184,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
     aws_raw = raw.get(aws_table_name, {})
     _check_keys(path, aws_table_name + ".", aws_raw, AWS_KEYS)
 
+    if "PeerDist" in raw:
+        log.warning("%s: PeerDist (the Go version's peer settings) is ignored", path)
     if "SharedSecret" not in raw:
         raise fail("SharedSecret", "is missing (every configuration needs the shared secret)")
     try:

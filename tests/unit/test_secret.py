@@ -39,3 +39,11 @@ def test_known_secret() -> None:
 def test_rejects(mutate) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidSecret):
         parse_secret(mutate(generate_secret()))
+
+
+def test_early_go_hex_secret() -> None:
+    raw = bytes(range(32, 64))
+    text = (raw + struct.pack(">I", zlib.crc32(raw))).hex()
+    assert parse_secret(text) == raw
+    with pytest.raises(InvalidSecret, match="checksum"):
+        parse_secret(text[:-2] + ("00" if text[-2:] != "00" else "11"))
