@@ -136,17 +136,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.name:
         versions = [v for v in versions if v.manifest.name == args.name]
     if args.json:
-        rows = [
-            {
-                "name": v.manifest.name,
-                "version": v.version_id,
-                "size": v.manifest.size,
-                "sha256": v.manifest.sha256,
-                "uploaded_at": v.manifest.uploaded_at,
-                "uploader": v.manifest.uploader,
-            }
-            for v in versions
-        ]
+        rows = [v.facts() for v in versions]
         print(json.dumps(rows, indent=2))
         return 0
     if not versions:

@@ -65,6 +65,19 @@ class Version:
     def version_id(self) -> str:
         return str(self.seq)
 
+    def facts(self) -> dict[str, Any]:
+        """What `list --json`, the Ansible modules and logs report about a version."""
+        m = self.manifest
+        return {
+            "name": m.name,
+            "version": self.version_id,
+            "size": m.size,
+            "sha256": m.sha256,
+            "uploaded_at": m.uploaded_at,
+            "uploader": m.uploader,
+            "mode": f"{m.mode:04o}",
+        }
+
 
 _FIELDS: dict[str, tuple[type, ...]] = {
     "name": (str,),

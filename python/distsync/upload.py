@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from distsync.catalog import Catalog
 from distsync.config import Config
 from distsync.crypto import stream
-from distsync.errors import LocalIOError
+from distsync.errors import LocalIOError, NotFoundError
 from distsync.fsutil import local_io_error
 from distsync.manifest import Manifest, Version, validate_name
 from distsync.storage.base import Store
 
-__all__ = ["upload_file"]
+__all__ = ["UploadOutcome", "file_sha256", "upload_file", "upload_if_changed"]
 
 
 class _ReadErrors:
@@ -81,3 +83,56 @@ def upload_file(
         mode=stat.S_IMODE(info.st_mode) & 0o777,
     )
     return catalog.append(manifest)
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What ``upload_if_changed`` did: ``before`` is the newest version's facts (or None)."""
+
+    changed: bool
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        raise local_io_error("read", path, exc) from None
+    return digest.hexdigest()
+
+
+def upload_if_changed(
+    cfg: Config,
+    store: Store,
+    catalog: Catalog,
+    path: Path,
+    *,
+    name: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> UploadOutcome:
+    """Upload unless the newest version of the name has the same plaintext SHA-256.
+
+    Idempotency rests on the content hash in the (authenticated) manifest, never on an
+    ETag or MD5. ``dry_run`` decides without writing anything.
+    """
+    name = validate_name(name or path.name)
+    try:
+        before: dict[str, Any] | None = catalog.newest(name).facts()
+    except NotFoundError:
+        before = None
+    sha256 = file_sha256(path)
+    if before is not None and before["sha256"] == sha256 and not force:
+        return UploadOutcome(False, before, before)
+    if dry_run:
+        size = os.stat(path).st_size
+        return UploadOutcome(
+            True, before, {"name": name, "version": None, "size": size, "sha256": sha256}
+        )
+    version = upload_file(cfg, store, catalog, path, name=name, progress=progress)
+    return UploadOutcome(True, before, version.facts())

@@ -1,0 +1,134 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: distsync contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: distsync_info
+short_description: List the artifacts and versions in a distsync store
+version_added: "0.1.0"
+description:
+  - Reads and verifies the encrypted manifests of the store named by O(config) and returns
+    every artifact version, newest first, or only the versions of O(name).
+options:
+  name:
+    description: Only return versions of this artifact name.
+    type: str
+extends_documentation_fragment:
+  - distsync.core.engine
+  - distsync.core.engine.config
+attributes:
+  check_mode:
+    description: Reads only; runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Reads only; there is nothing to diff.
+    support: none
+  idempotent:
+    description: Reads only.
+    support: full
+author:
+  - distsync contributors
+"""
+
+EXAMPLES = r"""
+- name: List what the fleet can install
+  distsync.core.distsync_info:
+    config: ~/.distsync
+  register: store
+
+- name: Versions of one artifact
+  distsync.core.distsync_info:
+    name: app.tar.gz
+  register: app
+
+- name: The newest version of app.tar.gz
+  ansible.builtin.debug:
+    msg: "{{ app.versions[0].version }}"
+  when: app.versions | length > 0
+"""
+
+RETURN = r"""
+versions:
+  description: Artifact versions, newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Artifact name.
+      type: str
+      returned: always
+    version:
+      description: Version id (the upload log's sequence number).
+      type: str
+      returned: always
+    size:
+      description: Plaintext size in bytes.
+      type: int
+      returned: always
+    sha256:
+      description: Plaintext SHA-256, hex.
+      type: str
+      returned: always
+    uploaded_at:
+      description: Upload time by the uploader's clock (seconds since the epoch; informative only).
+      type: float
+      returned: always
+    uploader:
+      description: The uploader's name (its host name unless configured).
+      type: str
+      returned: always
+    mode:
+      description: File mode the servers install it with, octal.
+      type: str
+      returned: always
+names:
+  description: The distinct artifact names, sorted.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.distsync.core.plugins.module_utils._engine import (
+    require_engine,
+    run_engine,
+)
+
+
+def _versions(module):
+    from distsync.catalog import Catalog
+    from distsync.config import load_config
+    from distsync.layout import Layout
+    from distsync.storage import open_store
+
+    cfg = load_config(module.params["config"])
+    store = open_store(cfg)
+    found = Catalog(store, Layout(cfg.prefix), cfg.secret).versions()
+    return [v.facts() for v in found if module.params["name"] in (None, v.manifest.name)]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str"),
+            config=dict(type="path", default="~/.distsync"),
+        ),
+        supports_check_mode=True,
+    )
+    require_engine(module)
+    versions = run_engine(module, lambda: _versions(module))
+    module.exit_json(
+        changed=False, versions=versions, names=sorted({v["name"] for v in versions})
+    )
+
+
+if __name__ == "__main__":
+    main()
