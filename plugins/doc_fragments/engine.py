@@ -16,8 +16,8 @@ requirements:
   - distsync >= 0.1.0 (the engine in this collection's C(python/) directory, e.g.
     C(pip install ~/.ansible/collections/ansible_collections/distsync/core/python))
 notes:
-  - The engine runs on the host that executes the module; for CI uploads that is usually the
-    controller (C(delegate_to: localhost) or a C(hosts: localhost) play).
+  - The engine runs on the host that executes the module. For CI uploads that is usually the
+    controller, with C(delegate_to=localhost) or a play on C(localhost).
 """
 
     # The configuration file option of modules that act on an existing setup.

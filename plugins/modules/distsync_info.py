@@ -33,7 +33,7 @@ attributes:
     description: Reads only.
     support: full
 author:
-  - distsync contributors
+  - distsync maintainers (@distsync)
 """
 
 EXAMPLES = r"""

@@ -46,7 +46,7 @@ attributes:
     description: By the plaintext SHA-256 of the newest version of O(name).
     support: full
 author:
-  - distsync contributors
+  - distsync maintainers (@distsync)
 """
 
 EXAMPLES = r"""

@@ -60,7 +60,7 @@ class Catalog:
     def append(self, manifest: Manifest) -> Version:
         """Claim the next free sequence number for ``manifest`` and announce it."""
         seq = self._last_seq_from(self._hint()) + 1
-        for _ in range(_MAX_CLAIM_ATTEMPTS):
+        for _attempt in range(_MAX_CLAIM_ATTEMPTS):
             key = self.layout.log_key(seq)
             if self.store.create(key, seal_manifest(self._secret, key, manifest)):
                 self.announce(seq)

@@ -131,7 +131,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    _, catalog = _catalog(cfg)
+    catalog = _catalog(cfg)[1]
     versions = catalog.versions()
     if args.name:
         versions = [v for v in versions if v.manifest.name == args.name]

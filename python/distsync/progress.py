@@ -48,8 +48,8 @@ class Progress:
         rate = f"{human_bytes(self._done / elapsed)}/s"
         if self._total:
             fraction = min(self._done / self._total, 1.0)
-            bar = "#" * int(fraction * 30)
-            line = f"{self._label} [{bar:<30}] {fraction:6.1%} {human_bytes(self._done)} {rate}"
+            filled = "#" * int(fraction * 30)
+            line = f"{self._label} [{filled:<30}] {fraction:6.1%} {human_bytes(self._done)} {rate}"
         else:
             line = f"{self._label} {human_bytes(self._done)} {rate}"
         self._stream.write("\r" + line[:120] + "\x1b[K")

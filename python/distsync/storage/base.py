@@ -18,11 +18,14 @@ __all__ = ["ObjectWriter", "Store"]
 class ObjectWriter(Protocol):
     """A new object being written; nothing is visible at its key until ``commit()``."""
 
-    def write(self, data: bytes | memoryview) -> int: ...
+    def write(self, data: bytes | memoryview) -> int:
+        """Append ``data``; the writer must copy it if it keeps it past the call."""
 
-    def commit(self) -> None: ...
+    def commit(self) -> None:
+        """Make the object visible at its key."""
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Discard everything written; nothing appears at the key."""
 
 
 class Store(Protocol):
@@ -30,34 +33,26 @@ class Store(Protocol):
 
     def create(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist yet; False when it already did."""
-        ...
 
     def put(self, key: str, data: bytes) -> None:
         """Write ``key`` whole, replacing what was there."""
-        ...
 
     def writer(self, key: str) -> ObjectWriter:
         """Stream a (large) new object to ``key``."""
-        ...
 
     def get(self, key: str) -> bytes:
         """Read a small object whole; NotFoundError if it does not exist."""
-        ...
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Read ``length`` bytes at ``start`` (fewer only at the end of the object)."""
-        ...
 
     def size(self, key: str) -> int:
         """The object's size in bytes; NotFoundError if it does not exist."""
-        ...
 
     def changed(self, key: str, since: str | None) -> str | None:
         """A cheap conditional check of one object: its new version tag if it differs from
         ``since`` (or ``""`` when the object does not exist and ``since`` was something
         else), None when unchanged."""
-        ...
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         """Keys under ``prefix`` that sort after ``start_after``, in lexicographic order."""
-        ...

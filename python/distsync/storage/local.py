@@ -154,7 +154,7 @@ class LocalStore:
         return None if tag == since else tag
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
-        directory, _, leaf_prefix = prefix.rpartition("/")
+        directory, _slash, leaf_prefix = prefix.rpartition("/")
         base = self._path(directory) if directory else self.root
         self._check_root()
         try:
