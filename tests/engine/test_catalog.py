@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from distsync.catalog import Catalog, Rejected
 from distsync.crypto.secret import generate_secret, parse_secret
 from distsync.errors import FormatError, IntegrityError, NotFoundError, UsageError
@@ -16,20 +15,36 @@ from distsync.storage.local import LocalStore
 
 
 def manifest(name: str = "app.tgz") -> Manifest:
-    return Manifest(name=name, size=3, sha256="0" * 64, object_key="distsync/v3/objects/x",
-                    object_size=64 + 48, chunk_size=1 << 20, uploaded_at=1.0, uploader="ci")
+    return Manifest(
+        name=name,
+        size=3,
+        sha256="0" * 64,
+        object_key="distsync/v3/objects/x",
+        object_size=64 + 48,
+        chunk_size=1 << 20,
+        uploaded_at=1.0,
+        uploader="ci",
+    )
 
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
     (tmp_path / "bucket").mkdir()
-    return Catalog(LocalStore(tmp_path / "bucket"), Layout(), parse_secret(generate_secret()))
+    return Catalog(
+        LocalStore(tmp_path / "bucket"), Layout(), parse_secret(generate_secret())
+    )
 
 
 def test_append_orders_by_sequence(catalog: Catalog) -> None:
     seqs = [catalog.append(manifest(f"n{i}")).seq for i in range(5)]
     assert seqs == [1, 2, 3, 4, 5]
-    assert [v.manifest.name for v in catalog.versions()] == ["n4", "n3", "n2", "n1", "n0"]
+    assert [v.manifest.name for v in catalog.versions()] == [
+        "n4",
+        "n3",
+        "n2",
+        "n1",
+        "n0",
+    ]
     assert [e.seq for e in catalog.entries_after(3)] == [4, 5]
 
 
@@ -66,7 +81,10 @@ def test_replayed_manifest_under_a_new_key_is_rejected(catalog: Catalog) -> None
     old = store.get(catalog.layout.log_key(1))
     assert store.create(catalog.layout.log_key(2), old)
     entries = list(catalog.entries_after(0))
-    assert isinstance(entries[1], Rejected) and "moved from another key" in entries[1].reason
+    assert (
+        isinstance(entries[1], Rejected)
+        and "moved from another key" in entries[1].reason
+    )
     assert [v.seq for v in catalog.versions()] == [1]
 
 
@@ -98,7 +116,9 @@ def test_find_and_newest(catalog: Catalog) -> None:
         catalog.newest("zzz")
 
 
-@pytest.mark.parametrize("bad", ["", ".", "..", ".hidden", "a/b", "a\\b", "a\0b", "x" * 256, "tab\there"])
+@pytest.mark.parametrize(
+    "bad", ["", ".", "..", ".hidden", "a/b", "a\\b", "a\0b", "x" * 256, "tab\there"]
+)
 def test_names_must_be_plain_file_names(bad: str) -> None:
     with pytest.raises(UsageError):
         validate_name(bad)

@@ -84,14 +84,18 @@ def ref_seal(key: bytes, iv: bytes, plaintext: bytes, ad: bytes = b"") -> bytes:
     padded = padder.update(plaintext) + padder.finalize()
     enc = Cipher(algorithms.AES(enc_key), modes.CBC(iv)).encryptor()
     c = enc.update(padded) + enc.finalize()
-    tag = hmac.new(mac_key, ad + iv + c + struct.pack(">Q", 8 * len(ad)), hashlib.sha256)
+    tag = hmac.new(
+        mac_key, ad + iv + c + struct.pack(">Q", 8 * len(ad)), hashlib.sha256
+    )
     return iv + c + tag.digest()[:16]
 
 
 def ref_open(key: bytes, sealed: bytes, ad: bytes = b"") -> bytes:
     enc_key, mac_key = key[:16], key[16:]
     iv, c, tag = sealed[:16], sealed[16:-16], sealed[-16:]
-    want = hmac.new(mac_key, ad + iv + c + struct.pack(">Q", 8 * len(ad)), hashlib.sha256)
+    want = hmac.new(
+        mac_key, ad + iv + c + struct.pack(">Q", 8 * len(ad)), hashlib.sha256
+    )
     assert hmac.compare_digest(want.digest()[:16], tag), "reference: frame tag mismatch"
     dec = Cipher(algorithms.AES(enc_key), modes.CBC(iv)).decryptor()
     unpadder = padding.PKCS7(128).unpadder()
@@ -110,7 +114,9 @@ def ref_parse(secret: bytes, blob: bytes) -> list[bytes]:
         frames.append(blob[pos : pos + length])
         pos += length
     assert len(blob) == pos + 32, "reference: wrong trailer length"
-    assert hmac.compare_digest(hmac.new(secret, blob[:pos], hashlib.sha256).digest(), blob[pos:])
+    assert hmac.compare_digest(
+        hmac.new(secret, blob[:pos], hashlib.sha256).digest(), blob[pos:]
+    )
     return frames
 
 
@@ -227,14 +233,19 @@ def test_round_trip_and_framing(size: int) -> None:
 
     seen.clear()
     plain = io.BytesIO()
-    assert legacy.decode_legacy(SECRET, io.BytesIO(blob), plain, progress=seen.append) == size
+    assert (
+        legacy.decode_legacy(SECRET, io.BytesIO(blob), plain, progress=seen.append)
+        == size
+    )
     assert plain.getvalue() == data
     assert sum(seen) == size
 
 
 def test_decodes_go_style_short_frames_including_empty_plaintext() -> None:
     assert decode(SMALL) == b"".join(PIECES)
-    big = ref_object(SECRET, [b"x" * 3_000_000])  # Go accepted frames up to 10,000,000 bytes
+    big = ref_object(
+        SECRET, [b"x" * 3_000_000]
+    )  # Go accepted frames up to 10,000,000 bytes
     assert decode(big) == b"x" * 3_000_000
 
 
@@ -250,7 +261,10 @@ def test_streams_through_short_reads_without_seeking_or_reading_all() -> None:
     # Frames stay full-size however short the source's reads are.
     enc = io.BytesIO()
     legacy.encode_legacy(SECRET, PipeReader(data, max_read=4096), enc)  # type: ignore[arg-type]
-    assert [len(ref_open(SECRET, f)) for f in frames_of(enc.getvalue())] == [1_000_000, 200_000]
+    assert [len(ref_open(SECRET, f)) for f in frames_of(enc.getvalue())] == [
+        1_000_000,
+        200_000,
+    ]
 
 
 def test_is_legacy() -> None:
@@ -291,7 +305,9 @@ def _rebuilt(frames: list[bytes]) -> bytes:
         pytest.param(lambda f: f[:1] + f[2:], id="dropped"),
         pytest.param(lambda f: f[:2] + f[1:], id="duplicated"),
         pytest.param(lambda f: [f[2], f[0], f[1]], id="reordered"),
-        pytest.param(lambda f: [*f, ref_seal(SECRET, b"\x07" * 16, b"extra")], id="appended"),
+        pytest.param(
+            lambda f: [*f, ref_seal(SECRET, b"\x07" * 16, b"extra")], id="appended"
+        ),
     ],
 )
 def test_frame_level_edits_caught_by_outer_hmac(
@@ -315,11 +331,15 @@ def test_splicing_two_objects_is_detected() -> None:
     [
         pytest.param(SMALL[:-32], "HMAC missing", id="missing-hmac"),
         pytest.param(SMALL[:-1], "HMAC missing", id="short-hmac"),
-        pytest.param(SMALL[:-1] + bytes([SMALL[-1] ^ 1]), "HMAC mismatch", id="wrong-hmac"),
+        pytest.param(
+            SMALL[:-1] + bytes([SMALL[-1] ^ 1]), "HMAC mismatch", id="wrong-hmac"
+        ),
         pytest.param(SMALL + b"\x00", "after its HMAC", id="trailing-byte"),
         pytest.param(SMALL + SMALL, "after its HMAC", id="trailing-object"),
         pytest.param(SMALL[:-36], "truncated", id="missing-terminator-and-hmac"),
-        pytest.param(SMALL[:-36] + SMALL[-32:], "length|truncated|HMAC", id="missing-terminator"),
+        pytest.param(
+            SMALL[:-36] + SMALL[-32:], "length|truncated|HMAC", id="missing-terminator"
+        ),
         pytest.param(b"distsync01", "truncated", id="magic-only"),
         pytest.param(b"", "bad magic", id="empty-input"),
         pytest.param(b"distsync02" + SMALL[10:], "bad magic", id="other-version"),
@@ -352,7 +372,11 @@ def test_frame_tag_is_checked_as_each_frame_arrives() -> None:
 )
 @pytest.mark.parametrize("where", ["first", "second"])
 def test_malformed_frame_length_is_a_format_error(length: int, where: str) -> None:
-    head = SMALL[:10] if where == "first" else SMALL[: 14 + len(ref_parse(SECRET, SMALL)[0])]
+    head = (
+        SMALL[:10]
+        if where == "first"
+        else SMALL[: 14 + len(ref_parse(SECRET, SMALL)[0])]
+    )
     index = "0" if where == "first" else "1"
     src = PipeReader(head + struct.pack(">I", length) + b"\x00" * 64, max_read=1 << 30)
     with pytest.raises(FormatError, match=f"frame {index} has an impossible length"):
@@ -381,7 +405,11 @@ def test_wrong_length_secret_is_a_programming_error() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=300), st.binary(max_size=300).map(b"distsync01".__add__)))
+@given(
+    st.one_of(
+        st.binary(max_size=300), st.binary(max_size=300).map(b"distsync01".__add__)
+    )
+)
 def test_arbitrary_bytes_only_raise_integrity_error(blob: bytes) -> None:
     with pytest.raises(IntegrityError):
         decode(blob)
@@ -428,7 +456,16 @@ def test_name_vectors(fixed_ivs: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["app.tgz", "", "a" * 15, "b" * 16, "release/v1 2.tar.gz", "ünïcødé-☃.tar", "x" * 500]
+    "name",
+    [
+        "app.tgz",
+        "",
+        "a" * 15,
+        "b" * 16,
+        "release/v1 2.tar.gz",
+        "ünïcødé-☃.tar",
+        "x" * 500,
+    ],
 )
 def test_name_round_trip_and_structure(name: str) -> None:
     key = legacy.encrypt_legacy_name(SECRET, name)
@@ -456,7 +493,10 @@ def test_name_padding_is_kept() -> None:
 
 def test_non_utf8_file_names_survive() -> None:
     name = b"caf\xe9.tgz".decode("utf-8", "surrogateescape")  # what os.fsdecode gives
-    assert legacy.decrypt_legacy_name(SECRET, legacy.encrypt_legacy_name(SECRET, name)) == name
+    assert (
+        legacy.decrypt_legacy_name(SECRET, legacy.encrypt_legacy_name(SECRET, name))
+        == name
+    )
     with pytest.raises(ValueError):
         legacy.encrypt_legacy_name(SECRET, "\ud800")
 
@@ -486,7 +526,9 @@ GOOD_KEY = NAME_VECTORS["app.tgz"]
         NAME_VECTORS["app-1.2.3.tar.gz"].replace("-", "+").replace("_", "/"),
         "ZDBg€" + GOOD_KEY[5:],
         _canonical_variant(GOOD_KEY),
-        base64.urlsafe_b64encode(b"d1" + base64.urlsafe_b64decode(GOOD_KEY)[2:]).decode(),
+        base64.urlsafe_b64encode(
+            b"d1" + base64.urlsafe_b64decode(GOOD_KEY)[2:]
+        ).decode(),
         base64.urlsafe_b64encode(base64.urlsafe_b64decode(GOOD_KEY) + b"\x00").decode(),
     ],
 )
@@ -503,7 +545,9 @@ def test_name_with_wrong_secret_or_altered_is_integrity_error() -> None:
     raw = bytearray(base64.urlsafe_b64decode(GOOD_KEY))
     raw[20] ^= 1
     with pytest.raises(IntegrityError, match="failed authentication"):
-        legacy.decrypt_legacy_name(SECRET, base64.urlsafe_b64encode(bytes(raw)).decode())
+        legacy.decrypt_legacy_name(
+            SECRET, base64.urlsafe_b64encode(bytes(raw)).decode()
+        )
 
 
 @settings(max_examples=300, deadline=None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from distsync.errors import LocalIOError
 from distsync.manifest import Manifest, Version
 from distsync.state import DaemonState, Installed, StateFile, plan_installs
@@ -13,15 +12,23 @@ from distsync.state import DaemonState, Installed, StateFile, plan_installs
 
 def version(seq: int, name: str = "app.tgz", uploaded_at: float = 0.0) -> Version:
     manifest = Manifest(
-        name=name, size=1, sha256=f"{seq:064x}", object_key=f"o/{seq}", object_size=49,
-        chunk_size=1 << 20, uploaded_at=uploaded_at, uploader="ci",
+        name=name,
+        size=1,
+        sha256=f"{seq:064x}",
+        object_key=f"o/{seq}",
+        object_size=49,
+        chunk_size=1 << 20,
+        uploaded_at=uploaded_at,
+        uploader="ci",
     )
     return Version(seq, f"log/{seq:020d}", manifest)
 
 
 def test_newest_sequence_wins_whatever_the_clock_says() -> None:
     # The later log entry was stamped by an uploader whose clock runs 5 minutes behind.
-    plan = plan_installs(DaemonState(), [version(1, uploaded_at=1000), version(2, uploaded_at=700)], {})
+    plan = plan_installs(
+        DaemonState(), [version(1, uploaded_at=1000), version(2, uploaded_at=700)], {}
+    )
     assert [v.seq for v in plan] == [2]
 
 
@@ -47,8 +54,12 @@ def test_pin_installs_older_and_holds() -> None:
 def test_state_file_round_trip_and_corruption(tmp_path: Path) -> None:
     sf = StateFile(tmp_path / "s" / "state.json")
     assert sf.load() == DaemonState()
-    state = DaemonState(last_seq=9, marker_tag="t", installed={"a": Installed(9, "h", 3)},
-                        retry={"b": 8})
+    state = DaemonState(
+        last_seq=9,
+        marker_tag="t",
+        installed={"a": Installed(9, "h", 3)},
+        retry={"b": 8},
+    )
     sf.save(state)
     assert sf.load() == state
     assert (sf.path.stat().st_mode & 0o777) == 0o600
