@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv demo lint typecheck unit test lock bench clean
+.PHONY: help venv demo lint typecheck unit ansible test lock bench clean
 
 help:
 	@echo "make demo        set up a local store, run a daemon, upload, watch it land"
@@ -32,7 +32,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/system
 
-test: lint typecheck unit
+# ansible-test needs the collection inside an ansible_collections/ tree: the script copies it.
+ansible: $(STAMP)
+	tests/ansible/ansible-test.sh sanity
+	tests/ansible/ansible-test.sh units
+	tests/ansible/ansible-test.sh integration
+
+test: lint typecheck unit ansible
 
 bench: $(STAMP)
 	$(PY) bench/crypto.py

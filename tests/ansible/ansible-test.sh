@@ -36,7 +36,7 @@ shift
 export PATH=$venv/bin:$PATH
 case $command in
   sanity) exec ansible-test sanity --venv --python 3.11 "$@" ;;
-  units) exec ansible-test units --venv --python 3.11 "$@" ;;
+  units) exec ansible-test units --local --python 3.11 "$@" ;;
   integration) exec ansible-test integration --local --python 3.11 "$@" ;;
   *) echo "unknown command $command" >&2; exit 2 ;;
 esac
