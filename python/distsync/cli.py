@@ -180,7 +180,42 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from distsync.provision import SetupOptions, fill_in_interactively, run_setup
+    from distsync.provision import (
+        DestroyOptions,
+        SetupOptions,
+        fill_in_interactively,
+        run_destroy,
+        run_setup,
+    )
+
+    interactive = not args.non_interactive and sys.stdin.isatty()
+
+    def warn(line: str) -> None:
+        print(f"distsync: {line}", file=sys.stderr)
+
+    if args.delete_bucket and not args.destroy:
+        raise UsageError("--delete-bucket goes with --destroy ID")
+    if args.destroy and args.storage == "local":
+        raise UsageError("--destroy removes an S3 setup; a local store is just a directory")
+    if args.destroy:
+        destroy = DestroyOptions(
+            setup_id=args.destroy,
+            region=args.region,
+            endpoint=args.endpoint,
+            profile=args.profile,
+            bucket=args.bucket,
+            delete_bucket=args.delete_bucket,
+        )
+        if args.delete_bucket and interactive:
+            answer = input(
+                f"Delete the bucket of setup {args.destroy} and EVERY version of everything "
+                "in it? Type the setup id to confirm: "
+            ).strip()
+            if answer != args.destroy:
+                raise UsageError("not confirmed; nothing was removed")
+        outcome = run_destroy(destroy, say=print)
+        print("removed: " + (", ".join(outcome.removed) if outcome.removed else "nothing"))
+        return 0
 
     options = SetupOptions(
         storage=args.storage,
@@ -191,15 +226,31 @@ def cmd_setup(args: argparse.Namespace) -> int:
         upload_config=args.upload_config,
         daemon_config=args.daemon_config,
         force=args.force,
+        setup_id=args.setup_id,
+        prefix=args.prefix,
+        profile=args.profile,
+        require_conditional_log=args.require_conditional_log,
     )
-    if not args.non_interactive and sys.stdin.isatty():
+    if options.setup_id or options.profile or options.prefix:
+        if options.storage == "local":
+            raise UsageError("--setup-id, --profile and --prefix go with --storage s3")
+        options.storage = "s3"  # these only mean something for S3
+    if interactive:
         fill_in_interactively(options)
-    result = run_setup(options)
+    result = run_setup(options, say=print, warn=warn)
     print(f"storage: {result.storage} ({result.bucket})")
-    print(f"wrote {result.upload_config} (for the uploader, e.g. your CI)")
-    print(f"wrote {result.daemon_config} (for the servers running `distsync daemon`)")
+    if result.configs_written:
+        print(f"wrote {result.upload_config} (for the uploader, e.g. your CI)")
+        print(f"wrote {result.daemon_config} (for the servers running `distsync daemon`)")
     for note in result.notes:
         print(f"note: {note}")
+    if result.setup_id:
+        state = "created or updated" if result.changed else "already in place; nothing changed"
+        print(f"setup {result.setup_id}: {state}")
+        print(
+            f"remove it with: distsync setup --destroy {result.setup_id} [--delete-bucket]"
+            + (f" --endpoint {args.endpoint}" if args.endpoint else "")
+        )
     return 0
 
 
@@ -238,16 +289,50 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("-o", "--output", required=True, help="where to write, or - for stdout")
     dec.set_defaults(handler=cmd_decrypt)
 
-    setup = sub.add_parser("setup", help="create the store and write both configs")
+    setup = sub.add_parser(
+        "setup",
+        help="create the store and write both configs",
+        description="Create the store (for S3: a bucket and two least-privilege IAM users) "
+        "and write the uploader's and the daemon's configs. For S3, setup itself uses boto3's "
+        "standard credentials (environment, shared files, instance profile) or --profile.",
+    )
     setup.add_argument("--storage", choices=("local", "s3"), type=str.lower)
-    setup.add_argument("--bucket", help="bucket name, or the directory for local storage")
+    setup.add_argument(
+        "--bucket", help="local: the directory; S3: bucket name (default distsync-SETUP_ID)"
+    )
     setup.add_argument("--region", help="AWS region (default us-east-1)")
-    setup.add_argument("--endpoint", help="S3-compatible endpoint URL")
+    setup.add_argument("--endpoint", help="S3/IAM-compatible endpoint URL (default AWS)")
     setup.add_argument("--output-dir", help="where the daemon installs artifacts")
     setup.add_argument("--upload-config", default="~/.distsync", metavar="PATH")
     setup.add_argument("--daemon-config", default="~/.distsyncd", metavar="PATH")
     setup.add_argument("--force", action="store_true", help="replace existing config files")
     setup.add_argument("--non-interactive", action="store_true", help="never prompt")
+    s3 = setup.add_argument_group("S3")
+    s3.add_argument(
+        "--setup-id",
+        metavar="ID",
+        help="names the bucket and the users (default: new random id); re-running with the "
+        "same id changes nothing that is already right",
+    )
+    s3.add_argument("--profile", help="AWS profile that setup itself runs as")
+    s3.add_argument("--prefix", help="key prefix in the bucket (default distsync/v3/)")
+    s3.add_argument(
+        "--require-conditional-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the uploader may only create log entries, never overwrite them (the "
+        "s3:if-none-match condition; default on for AWS, off with --endpoint)",
+    )
+    s3.add_argument(
+        "--destroy",
+        metavar="ID",
+        help="remove setup ID's IAM users, keys and policies (the bucket stays)",
+    )
+    s3.add_argument(
+        "--delete-bucket",
+        action="store_true",
+        help="with --destroy: also delete the bucket and every version of its contents",
+    )
     setup.set_defaults(handler=cmd_setup)
 
     upload = sub.add_parser("upload", help="encrypt, upload and announce files")
