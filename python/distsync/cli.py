@@ -370,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sys.stderr.isatty()
         else "%(asctime)s distsync %(levelname)s %(message)s",
     )
+    # boto3 announces where it found credentials at INFO: noise on a user's terminal.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
