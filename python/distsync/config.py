@@ -234,8 +234,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
         values["uploader"] = raw["Uploader"]
     if "Pin" in raw:
         for name, version in raw["Pin"].items():
-            if not isinstance(version, str) or not version:
-                raise fail(f"Pin.{name}", "must be a version id string")
+            if not isinstance(version, str) or not version.isdigit():
+                raise fail(f"Pin.{name}", 'must be a version id from `distsync list`, e.g. "42"')
         values["pins"] = dict(raw["Pin"])
     return Config(**values)
 

@@ -69,18 +69,13 @@ class Daemon:
             log.warning("cannot check for new artifacts: %s", exc)
             report.failed.append(str(exc))
             return report
-        missing = self._missing_installs(state)
-        unpinned = {
-            name
-            for name, pin in self.cfg.pins.items()
-            if name not in state.installed or str(state.installed[name].version) != pin
-        }
+        self._forget_missing_files(state)
         full_list = self._polls % _FULL_LIST_EVERY == 0
         self._polls += 1
-        if tag is None and not (state.retry or missing or unpinned or full_list):
+        if tag is None and not (full_list or state.retry or state.behind(self.cfg.pins)):
             return report
         try:
-            found, last_seq = self._collect(state, missing | unpinned | set(state.retry))
+            found, last_seq = self._collect(state)
         except DistsyncError as exc:
             log.warning("cannot list new artifacts: %s", exc)
             report.failed.append(str(exc))
@@ -96,16 +91,14 @@ class Daemon:
         self.state_file.save(state)
         return report
 
-    def _missing_installs(self, state: DaemonState) -> set[str]:
-        """Names recorded as installed whose file has gone: they are installed again."""
-        missing = {name for name in state.installed if not (self.output_dir / name).is_file()}
-        for name in missing:
+    def _forget_missing_files(self, state: DaemonState) -> None:
+        """Names recorded as installed whose file has gone are installed again."""
+        for name in [name for name in state.installed if not (self.output_dir / name).is_file()]:
             log.warning("%s was removed from %s; installing it again", name, self.output_dir)
             del state.installed[name]
-        return missing
 
-    def _collect(self, state: DaemonState, wanted: set[str]) -> tuple[list[Version], int]:
-        """New log entries, plus the versions that retries, pins and missing files need."""
+    def _collect(self, state: DaemonState) -> tuple[list[Version], int]:
+        """New log entries, plus the versions that retries, pins and held-back names need."""
         found: list[Version] = []
         last_seq = state.last_seq
         for entry in self.catalog.entries_after(state.last_seq):
@@ -114,25 +107,18 @@ class Daemon:
                 log.warning("ignoring log entry %d: %s", entry.seq, entry.reason)
             else:
                 found.append(entry)
-        extra: set[int] = set(state.retry.values())
-        extra.update(int(pin) for name, pin in self.cfg.pins.items() if pin.isdigit())
-        if wanted - set(state.retry) - set(self.cfg.pins):
-            extra.update(v.seq for v in self._newest_known(wanted))
+        state.note_found(found)
+        extra = set(state.retry.values()) | set(state.behind(self.cfg.pins).values())
         for seq in sorted(extra - {v.seq for v in found}):
             try:
                 found.append(self.catalog.read(seq))
             except NotFoundError:
                 log.warning("version %d is no longer in the store", seq)
+                state.rejected.append(seq)
             except IntegrityError as exc:
                 log.warning("ignoring log entry %d: %s", seq, exc)
+                state.rejected.append(seq)
         return found, last_seq
-
-    def _newest_known(self, names: set[str]) -> Iterator[Version]:
-        newest: dict[str, Version] = {}
-        for version in self.catalog.versions():
-            if version.manifest.name in names and version.manifest.name not in newest:
-                newest[version.manifest.name] = version
-        return iter(newest.values())
 
     def _install(self, state: DaemonState, version: Version, report: CycleReport) -> None:
         manifest = version.manifest
@@ -147,6 +133,7 @@ class Daemon:
         except IntegrityError as exc:
             log.error("rejected %s version %s: %s", manifest.name, version.version_id, exc)
             state.retry.pop(manifest.name, None)
+            state.rejected.append(version.seq)
             report.failed.append(str(exc))
             return
         except DistsyncError as exc:

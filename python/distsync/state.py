@@ -33,6 +33,33 @@ class DaemonState:
     installed: dict[str, Installed] = field(default_factory=dict)
     # Versions whose install failed for a passing reason (store or disk): retried each cycle.
     retry: dict[str, int] = field(default_factory=dict)
+    # The newest genuine version the log holds for each name, so that a name held back (by a
+    # pin since removed, or a deleted file) returns to it without listing the log again.
+    newest: dict[str, int] = field(default_factory=dict)
+    # Versions whose content failed verification: never fetched again.
+    rejected: list[int] = field(default_factory=list)
+
+    def note_found(self, versions: Iterable[Version]) -> None:
+        for version in versions:
+            name = version.manifest.name
+            self.newest[name] = max(self.newest.get(name, 0), version.seq)
+
+    def behind(self, pins: Mapping[str, str]) -> dict[str, int]:
+        """Names whose installed version is not the one they should have: name -> seq.
+
+        That is the pinned version for a pinned name, else the newest one in the log if it is
+        newer than what is installed. Versions whose content was rejected are not wanted.
+        """
+        targets = dict(self.newest)
+        targets.update({name: int(pin) for name, pin in pins.items()})
+        wanted: dict[str, int] = {}
+        for name, target in targets.items():
+            current = self.installed.get(name)
+            if target in self.rejected or (current is not None and current.version == target):
+                continue
+            if name in pins or current is None or current.version < target:
+                wanted[name] = target
+        return wanted
 
 
 def plan_installs(
@@ -78,6 +105,8 @@ class StateFile:
                 marker_tag=raw.get("marker_tag"),
                 installed={name: Installed(**item) for name, item in raw["installed"].items()},
                 retry={name: int(seq) for name, seq in raw.get("retry", {}).items()},
+                newest={name: int(seq) for name, seq in raw.get("newest", {}).items()},
+                rejected=[int(seq) for seq in raw.get("rejected", [])],
             )
         except FileNotFoundError:
             return DaemonState()

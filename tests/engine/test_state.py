@@ -66,3 +66,17 @@ def test_state_file_round_trip_and_corruption(tmp_path: Path) -> None:
     sf.path.write_text("{not json")
     with pytest.raises(LocalIOError, match="not a distsync state file"):
         sf.load()
+
+
+def test_behind_returns_to_newest_after_a_pin_is_removed() -> None:
+    state = DaemonState(installed={"app.tgz": Installed(1, "x", 1)}, newest={"app.tgz": 2})
+    assert state.behind({"app.tgz": "1"}) == {}
+    assert state.behind({}) == {"app.tgz": 2}
+    state.rejected.append(2)
+    assert state.behind({}) == {}
+
+
+def test_behind_wants_pins_and_missing_names() -> None:
+    state = DaemonState(installed={"a": Installed(5, "x", 1)}, newest={"a": 5, "b": 3})
+    assert state.behind({"a": "4"}) == {"a": 4, "b": 3}
+    assert state.behind({"c": "7"}) == {"b": 3, "c": 7}
