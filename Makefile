@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check python bench tests
+	$(VENV)/bin/ruff check python bench tests scripts
 
 typecheck: $(STAMP)
 	cd python && ../$(VENV)/bin/mypy distsync

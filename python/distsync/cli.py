@@ -25,7 +25,7 @@ from distsync.catalog import Catalog
 from distsync.config import Config, default_config_path, load_config
 from distsync.crypto import codec
 from distsync.errors import DistsyncError, UsageError
-from distsync.fsutil import atomic_output, local_io_error
+from distsync.fsutil import ReadErrors, atomic_output, local_io_error
 from distsync.layout import Layout
 from distsync.progress import Progress, human_bytes
 from distsync.storage import Store, open_store
@@ -45,14 +45,14 @@ def _config(args: argparse.Namespace) -> Config:
 @contextlib.contextmanager
 def _open_input(name: str) -> Iterator[BinaryIO]:
     if name == "-":
-        yield sys.stdin.buffer
+        yield ReadErrors(sys.stdin.buffer, "standard input")  # type: ignore[misc]
         return
     try:
         handle = open(name, "rb")  # noqa: SIM115 - closed below, errors translated
     except OSError as exc:
         raise local_io_error("read", name, exc) from None
     with handle:
-        yield handle
+        yield ReadErrors(handle, name)  # type: ignore[misc]
 
 
 def _input_size(name: str) -> int | None:

@@ -69,13 +69,13 @@ class Daemon:
             log.warning("cannot check for new artifacts: %s", exc)
             report.failed.append(str(exc))
             return report
-        self._forget_missing_files(state)
+        lost = self._forget_missing_files(state)
         full_list = self._polls % _FULL_LIST_EVERY == 0
         self._polls += 1
-        if tag is None and not (full_list or state.retry or state.behind(self.cfg.pins)):
+        if tag is None and not (full_list or lost or state.retry or state.behind(self.cfg.pins)):
             return report
         try:
-            found, last_seq = self._collect(state)
+            found, last_seq = self._collect(state, lost)
         except DistsyncError as exc:
             log.warning("cannot list new artifacts: %s", exc)
             report.failed.append(str(exc))
@@ -91,13 +91,18 @@ class Daemon:
         self.state_file.save(state)
         return report
 
-    def _forget_missing_files(self, state: DaemonState) -> None:
-        """Names recorded as installed whose file has gone are installed again."""
+    def _forget_missing_files(self, state: DaemonState) -> dict[str, int]:
+        """Names recorded as installed whose file has gone: name -> the version it had.
+
+        They are installed again: the newest version if it is genuine, else that one.
+        """
+        lost: dict[str, int] = {}
         for name in [name for name in state.installed if not (self.output_dir / name).is_file()]:
             log.warning("%s was removed from %s; installing it again", name, self.output_dir)
-            del state.installed[name]
+            lost[name] = state.installed.pop(name).version
+        return lost
 
-    def _collect(self, state: DaemonState) -> tuple[list[Version], int]:
+    def _collect(self, state: DaemonState, lost: dict[str, int]) -> tuple[list[Version], int]:
         """New log entries, plus the versions that retries, pins and held-back names need."""
         found: list[Version] = []
         last_seq = state.last_seq
@@ -109,6 +114,7 @@ class Daemon:
                 found.append(entry)
         state.note_found(found)
         extra = set(state.retry.values()) | set(state.behind(self.cfg.pins).values())
+        extra |= set(lost.values())
         for seq in sorted(extra - {v.seq for v in found}):
             try:
                 found.append(self.catalog.read(seq))
@@ -129,6 +135,7 @@ class Daemon:
             )
         except Interrupted:
             log.info("stopped while installing %s version %s", manifest.name, version.version_id)
+            state.retry[manifest.name] = version.seq
             return
         except IntegrityError as exc:
             log.error("rejected %s version %s: %s", manifest.name, version.version_id, exc)

@@ -17,7 +17,14 @@ from typing import BinaryIO
 
 from distsync.errors import LocalIOError
 
-__all__ = ["TEMP_SUFFIX", "atomic_output", "fsync_dir", "local_io_error", "remove_stale_temps"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "ReadErrors",
+    "atomic_output",
+    "fsync_dir",
+    "local_io_error",
+    "remove_stale_temps",
+]
 
 TEMP_SUFFIX = ".distsync-tmp"
 
@@ -28,6 +35,20 @@ def local_io_error(action: str, path: os.PathLike[str] | str, exc: OSError) -> L
     if exc.errno == errno.EFBIG:
         reason = "file too large (a size limit of the file system or process)"
     return LocalIOError(f"cannot {action} {path}: {reason.lower()}")
+
+
+class ReadErrors:
+    """Wrap a source so a failing read names the source, not the file being written."""
+
+    def __init__(self, handle: BinaryIO, name: os.PathLike[str] | str) -> None:
+        self._handle = handle
+        self._name = name
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._handle.read(size)
+        except OSError as exc:
+            raise local_io_error("read", self._name, exc) from None
 
 
 def fsync_dir(directory: Path) -> None:

@@ -9,31 +9,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from distsync.catalog import Catalog
 from distsync.config import Config
 from distsync.crypto import stream
 from distsync.errors import LocalIOError, NotFoundError
-from distsync.fsutil import local_io_error
+from distsync.fsutil import ReadErrors, local_io_error
 from distsync.manifest import Manifest, Version, validate_name
 from distsync.storage.base import Store
 
 __all__ = ["UploadOutcome", "file_sha256", "upload_file", "upload_if_changed"]
-
-
-class _ReadErrors:
-    """Turn read errors on the source into one clear line naming the source file."""
-
-    def __init__(self, handle: BinaryIO, path: Path) -> None:
-        self._handle = handle
-        self._path = path
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self._handle.read(size)
-        except OSError as exc:
-            raise local_io_error("read", self._path, exc) from None
 
 
 def upload_file(
@@ -59,7 +45,7 @@ def upload_file(
         try:
             result = stream.encrypt_stream(
                 cfg.secret,
-                _ReadErrors(handle, path),  # type: ignore[arg-type]
+                ReadErrors(handle, path),  # type: ignore[arg-type]
                 writer,  # type: ignore[arg-type]
                 chunk_size=cfg.chunk_size,
                 progress=progress,

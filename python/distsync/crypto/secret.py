@@ -44,6 +44,8 @@ def parse_secret(text: str) -> bytes:
         blob = base64.urlsafe_b64decode(text.encode("ascii"))
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise InvalidSecret("is not valid base64url") from None
+    if len(blob) != SECRET_LEN + 4:
+        raise InvalidSecret("is not valid base64url")
     if _encode(blob[:SECRET_LEN]) != text:
         # Catches non-alphabet characters that the decoder silently skipped.
         if zlib.crc32(blob[:SECRET_LEN]) != struct.unpack(">I", blob[SECRET_LEN:])[0]:
