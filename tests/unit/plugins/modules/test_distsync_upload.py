@@ -1,10 +1,5 @@
-# -*- coding: utf-8 -*-
 # Apache License 2.0 (see LICENSE)
 """distsync_upload and distsync_info against a real local store (no fakes of the engine)."""
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import json
 import os
@@ -12,15 +7,13 @@ import os
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.distsync.core.plugins.modules import distsync_info, distsync_upload
-
 from distsync.provision import SetupOptions, run_setup
 
 
 class ModuleExit(Exception):
     def __init__(self, result, failed):
-        super(ModuleExit, self).__init__(result)
+        super().__init__(result)
         self.result = result
         self.failed = failed
 
@@ -54,9 +47,8 @@ def setup(tmp_path):
 
 
 def run(module, args):
-    with patch_module_args(args):
-        with pytest.raises(ModuleExit) as exit_info:
-            module.main()
+    with patch_module_args(args), pytest.raises(ModuleExit) as exit_info:
+        module.main()
     return exit_info.value
 
 
@@ -75,8 +67,12 @@ def test_check_mode_uploads_nothing_and_diff_shows_both_sides(setup):
     config, artifact = setup
     run(distsync_upload, {"src": str(artifact), "config": str(config)})
     artifact.write_bytes(b"new content")
-    args = {"src": str(artifact), "config": str(config), "_ansible_check_mode": True,
-            "_ansible_diff": True}
+    args = {
+        "src": str(artifact),
+        "config": str(config),
+        "_ansible_check_mode": True,
+        "_ansible_diff": True,
+    }
     checked = run(distsync_upload, args)
     assert checked.result["changed"] is True and checked.result["version"] is None
     assert "version: 1" in checked.result["diff"]["before"]
@@ -98,9 +94,9 @@ def test_info_lists_newest_first_and_filters(setup):
 
 def test_errors_are_one_line_and_leak_no_secret(setup, tmp_path):
     config, artifact = setup
-    secret = [ln for ln in config.read_text().splitlines() if ln.startswith("SharedSecret")][0]
+    secret = next(ln for ln in config.read_text().splitlines() if ln.startswith("SharedSecret"))
     bad = tmp_path / "bad.toml"
-    bad.write_text(secret + "\nStorageBucket = \"x\"\nStorage = \"nope\"\n")
+    bad.write_text(secret + '\nStorageBucket = "x"\nStorage = "nope"\n')
     failed = run(distsync_upload, {"src": str(artifact), "config": str(bad)})
     assert failed.failed
     assert "Storage: unknown value" in failed.result["msg"]
