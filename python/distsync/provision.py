@@ -349,3 +349,57 @@ def _write_private(path: Path, text: str, force: bool) -> None:
         raise LocalIOError(f"{path} appeared while setup ran; not overwriting it")
     with atomic_output(path, mode=0o600) as out:
         out.write(text.encode())
+
+
+def setup_in_place(options: SetupOptions) -> bool:
+    """Whether ``run_setup(options)`` would change nothing (the Ansible module's question).
+
+    Local: both configs exist, load, share one secret, and name the requested store and
+    output directory. S3: additionally the setup's bucket and users exist with the policies
+    this version would give them (read-only calls).
+    """
+    from distsync.config import load_config
+    from distsync.errors import DistsyncError
+
+    storage = (options.storage or "local").lower()
+    upload_path = Path(os.path.expanduser(options.upload_config))
+    daemon_path = Path(os.path.expanduser(options.daemon_config))
+    try:
+        uploader, daemon = load_config(upload_path), load_config(daemon_path)
+    except DistsyncError:
+        return False
+    output_dir = Path(os.path.expanduser(options.output_dir or DEFAULT_OUTPUT_DIR)).absolute()
+    if uploader.secret != daemon.secret or daemon.output_dir != output_dir:
+        return False
+    if storage == "local":
+        wanted = Path(os.path.expanduser(options.bucket or DEFAULT_LOCAL_BUCKET)).absolute()
+        return (
+            uploader.storage == daemon.storage == "Local"
+            and uploader.local_store_root() == daemon.local_store_root() == wanted
+            and wanted.is_dir()
+        )
+    from distsync import provision_aws as aws
+
+    if not options.setup_id:
+        return False
+    region = aws.validate_region(options.region or "us-east-1")
+    clients = aws.connect(region, options.endpoint, options.profile)
+    plan = aws.plan_setup(
+        clients,
+        aws.SetupSpec(
+            aws.validate_setup_id(options.setup_id),
+            region,
+            bucket=options.bucket,
+            prefix=aws.normalize_prefix(options.prefix) if options.prefix else None,
+            require_conditional_log=options.require_conditional_log,
+        ),
+    )
+    policies = plan.policies()
+    return (
+        plan.bucket_exists
+        and uploader.storage_bucket == daemon.storage_bucket == plan.bucket
+        and all(
+            user.exists and user.policy == policies[role] for role, user in plan.users.items()
+        )
+    )
+

@@ -1,0 +1,271 @@
+#!/usr/bin/python
+# Copyright: distsync contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: distsync_setup
+short_description: Create a distsync store and write the uploader's and the daemon's configs
+version_added: "0.1.0"
+description:
+  - The Ansible face of C(distsync setup). Creates the store - a directory for
+    O(storage=local), or for O(storage=s3) a private bucket and two least-privilege IAM users
+    (one that uploads, one for the daemons) - and writes the two configuration files, mode
+    C(0600), with a fresh shared secret, on the host that runs the module.
+  - Idempotent - when both configs already exist and match what is asked (and for S3 the
+    bucket and users carry the expected policies), nothing changes. Configs are never
+    replaced unless O(force=true), which also rotates the shared secret.
+  - With O(state=absent), removes the configs, and for S3 the setup's users, access keys and
+    policies (and with O(delete_bucket=true) the bucket and every object version in it).
+  - See the collection's C(docs/setup-s3.md) for the exact IAM policies.
+options:
+  state:
+    description: Whether the setup should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  storage:
+    description: Where artifacts are stored.
+    type: str
+    choices: [local, s3]
+    default: local
+  bucket:
+    description:
+      - For O(storage=local), the directory that plays the bucket.
+      - For O(storage=s3), the bucket name (default C(distsync-<setup_id>)).
+    type: str
+  setup_id:
+    description:
+      - Names the S3 bucket and the IAM users. Required with O(storage=s3) so that a second
+        run finds what the first created.
+    type: str
+  region:
+    description: AWS region for O(storage=s3).
+    type: str
+    default: us-east-1
+  endpoint:
+    description: An S3- and IAM-compatible endpoint URL instead of AWS.
+    type: str
+  profile:
+    description: The AWS profile setup itself runs as (default boto3's credential chain).
+    type: str
+  prefix:
+    description: Key prefix for everything distsync writes in the bucket.
+    type: str
+  output_dir:
+    description: The directory the daemons install artifacts into (written into the daemon config).
+    type: path
+    default: ~/distsync
+  upload_config:
+    description: Where to write the uploader's configuration.
+    type: path
+    default: ~/.distsync
+  daemon_config:
+    description: Where to write the daemon's configuration.
+    type: path
+    default: ~/.distsyncd
+  force:
+    description:
+      - Replace existing configuration files. Generates a new shared secret, so the result is
+        never idempotent; existing artifacts become unreadable to the new configs.
+    type: bool
+    default: false
+  delete_bucket:
+    description: With O(state=absent) and O(storage=s3), also delete the bucket and all its contents.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - distsync.core.engine
+attributes:
+  check_mode:
+    description: Decides with read-only calls whether anything would change; changes nothing.
+    support: full
+  diff_mode:
+    description: Nothing to diff; the files hold secrets.
+    support: none
+  idempotent:
+    description: A second identical run reports no change (unless O(force=true)).
+    support: full
+author:
+  - distsync maintainers (@distsync)
+"""
+
+EXAMPLES = r"""
+- name: A local store on a shared file system
+  distsync.core.distsync_setup:
+    storage: local
+    bucket: /srv/shared/distsync-bucket
+    output_dir: /srv/artifacts
+
+- name: An S3 bucket and two least-privilege identities
+  distsync.core.distsync_setup:
+    storage: s3
+    setup_id: prod
+    region: eu-west-1
+    upload_config: ~/ci/distsync.toml
+    daemon_config: ~/fleet/distsyncd.toml
+  delegate_to: localhost
+
+- name: Tear the S3 setup down, bucket included
+  distsync.core.distsync_setup:
+    state: absent
+    storage: s3
+    setup_id: prod
+    delete_bucket: true
+"""
+
+RETURN = r"""
+storage:
+  description: The storage that was set up.
+  returned: always
+  type: str
+  sample: s3
+bucket:
+  description: The bucket name, or the directory for local storage.
+  returned: when O(state=present)
+  type: str
+  sample: distsync-prod
+setup_id:
+  description: The setup id (S3 only).
+  returned: when O(storage=s3)
+  type: str
+  sample: prod
+upload_config:
+  description: Path of the uploader's configuration file.
+  returned: always
+  type: str
+daemon_config:
+  description: Path of the daemon's configuration file.
+  returned: always
+  type: str
+notes:
+  description: What the operator should know (never a secret).
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: What O(state=absent) removed.
+  returned: when O(state=absent)
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.distsync.core.plugins.module_utils._engine import (
+    require_engine,
+    run_engine,
+)
+
+
+def _options(params):
+    from distsync.provision import SetupOptions
+
+    return SetupOptions(
+        storage=params["storage"],
+        bucket=params["bucket"],
+        region=params["region"],
+        endpoint=params["endpoint"],
+        output_dir=params["output_dir"],
+        upload_config=params["upload_config"],
+        daemon_config=params["daemon_config"],
+        force=params["force"],
+        setup_id=params["setup_id"],
+        prefix=params["prefix"],
+        profile=params["profile"],
+    )
+
+
+def present(module):
+    from distsync.provision import run_setup, setup_in_place
+
+    params = module.params
+    options = _options(params)
+    result = dict(
+        storage=params["storage"],
+        setup_id=params["setup_id"],
+        upload_config=os.path.expanduser(params["upload_config"]),
+        daemon_config=os.path.expanduser(params["daemon_config"]),
+        notes=[],
+    )
+    if not params["force"] and setup_in_place(options):
+        return dict(result, changed=False, bucket=params["bucket"])
+    if module.check_mode:
+        return dict(result, changed=True, bucket=params["bucket"])
+    outcome = run_setup(options, warn=module.warn)
+    return dict(
+        result,
+        changed=outcome.changed or outcome.configs_written,
+        bucket=outcome.bucket,
+        setup_id=outcome.setup_id,
+        notes=outcome.notes,
+    )
+
+
+def absent(module):
+    from distsync.provision import DestroyOptions, run_destroy
+
+    params = module.params
+    configs = [os.path.expanduser(params[key]) for key in ("upload_config", "daemon_config")]
+    result = dict(
+        storage=params["storage"],
+        setup_id=params["setup_id"],
+        upload_config=configs[0],
+        daemon_config=configs[1],
+        notes=[],
+    )
+    present_configs = [path for path in configs if os.path.exists(path)]
+    removed = []
+    if params["storage"] == "s3" and not module.check_mode:
+        outcome = run_destroy(
+            DestroyOptions(
+                setup_id=params["setup_id"],
+                region=params["region"],
+                endpoint=params["endpoint"],
+                profile=params["profile"],
+                bucket=params["bucket"],
+                delete_bucket=params["delete_bucket"],
+            )
+        )
+        removed.extend(outcome.removed)
+    if not module.check_mode:
+        for path in present_configs:
+            os.unlink(path)
+    removed.extend(present_configs)
+    changed = bool(removed) or (module.check_mode and params["storage"] == "s3")
+    return dict(result, changed=changed, removed=removed)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            storage=dict(type="str", choices=["local", "s3"], default="local"),
+            bucket=dict(type="str"),
+            setup_id=dict(type="str"),
+            region=dict(type="str", default="us-east-1"),
+            endpoint=dict(type="str"),
+            profile=dict(type="str"),
+            prefix=dict(type="str"),
+            output_dir=dict(type="path", default="~/distsync"),
+            upload_config=dict(type="path", default="~/.distsync"),
+            daemon_config=dict(type="path", default="~/.distsyncd"),
+            force=dict(type="bool", default=False),
+            delete_bucket=dict(type="bool", default=False),
+        ),
+        required_if=[("storage", "s3", ["setup_id"])],
+        supports_check_mode=True,
+    )
+    require_engine(module)
+    action = present if module.params["state"] == "present" else absent
+    module.exit_json(**run_engine(module, lambda: action(module)))
+
+
+if __name__ == "__main__":
+    main()
