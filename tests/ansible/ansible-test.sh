@@ -37,6 +37,21 @@ export PATH=$venv/bin:$PATH
 case $command in
   sanity) exec ansible-test sanity --venv --python 3.11 "$@" ;;
   units) exec ansible-test units --local --python 3.11 "$@" ;;
-  integration) exec ansible-test integration --local --python 3.11 "$@" ;;
+  integration)
+    # A real S3- and IAM-compatible server on loopback for the s3 targets (ministack, files
+    # under a scratch directory), stopped whatever happens.
+    store=$(mktemp -d)
+    port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    BIND_HOST=127.0.0.1 GATEWAY_PORT=$port S3_DATA_DIR=$store/data "$venv/bin/ministack" >"$store/log" 2>&1 &
+    server=$!
+    trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$store"' EXIT
+    for _try in $(seq 100); do
+      (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+      sleep 0.1
+    done
+    # ansible-test does not pass the environment through; it does pass this file as extra vars.
+    echo "distsync_test_endpoint: http://127.0.0.1:$port" > tests/integration/integration_config.yml
+    ansible-test integration --local --python 3.11 "$@"
+    ;;
   *) echo "unknown command $command" >&2; exit 2 ;;
 esac
