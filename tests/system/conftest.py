@@ -1,0 +1,49 @@
+"""Fixtures for system tests against a real S3 HTTP server (moto in server mode)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# tests/system is on sys.path (pytest's default "prepend" import mode, no __init__.py).
+from faultproxy import FaultProxy
+from s3server import Bucket, MotoServer
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto server for the whole session; tests isolate themselves by bucket."""
+    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(moto_server: MotoServer) -> Iterator[Bucket]:
+    if not moto_server.alive():
+        moto_server.start()  # a test that stopped the shared server must not break the next
+    name = f"t-{uuid.uuid4().hex[:20]}"
+    client = moto_server.client()
+    client.create_bucket(Bucket=name)
+    yield Bucket(moto_server.endpoint, name, client)
+    # Objects live in moto's memory: drop them so a long session stays small.
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=name)
+    for page in pages:
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+        if keys:
+            client.delete_objects(Bucket=name, Delete={"Objects": keys})
+
+
+@pytest.fixture
+def private_moto(tmp_path: Path) -> Iterator[MotoServer]:
+    """A server of the test's own, which it may stop and restart on the same port."""
+    with MotoServer(tmp_path / "moto") as server:
+        yield server
+
+
+@pytest.fixture
+def fault_proxy(moto_server: MotoServer) -> Iterator[FaultProxy]:
+    with FaultProxy(moto_server.endpoint) as proxy:
+        yield proxy
