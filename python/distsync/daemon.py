@@ -39,6 +39,8 @@ log = logging.getLogger("distsync.daemon")
 # Even when the marker says nothing changed, list the log every so many polls: an uploader
 # that died between claiming its log entry and rewriting the marker is then still noticed.
 _FULL_LIST_EVERY = 20
+# How long a stop request waits for a cycle blocked on the store before abandoning it.
+_STOP_GRACE = 5.0
 
 
 @dataclass
@@ -182,7 +184,9 @@ class Daemon:
             watchdog = sdnotify.watchdog_interval()
             ready = False
             while not self.stop.is_set():
-                report = self.cycle()
+                report = self._cycle_until_stopped(watchdog)
+                if report is None:
+                    break
                 if not ready:
                     sdnotify.notify("READY=1")
                     ready = True
@@ -197,6 +201,34 @@ class Daemon:
             sdnotify.notify("STOPPING=1")
             log.info("stopped")
         return 0
+
+    def _cycle_until_stopped(self, watchdog: float | None) -> CycleReport | None:
+        """Run one cycle in a worker thread so that a stop request is honoured within
+        ``_STOP_GRACE`` seconds even while the store hangs (boto3's retries and backoff
+        sleeps cannot be interrupted). None when the cycle was abandoned."""
+        outcome: list[CycleReport | BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(self.cycle())
+            except BaseException as exc:  # handed to the main thread below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=work, name="distsync-cycle", daemon=True)
+        worker.start()
+        while worker.is_alive() and not self.stop.is_set():
+            if watchdog:
+                sdnotify.notify("WATCHDOG=1")
+            worker.join(min(watchdog or 1.0, 1.0))
+        worker.join(_STOP_GRACE)
+        if worker.is_alive():
+            log.warning("the store did not answer within %g s of the stop request", _STOP_GRACE)
+            for stale in remove_stale_temps(self.output_dir):
+                log.info("removed %s", stale.name)
+            return None
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

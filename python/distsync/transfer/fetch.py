@@ -9,6 +9,7 @@ fsynced and renamed into place.
 from __future__ import annotations
 
 import hashlib
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from distsync.transfer.parallel import ordered_map
 
 __all__ = ["FetchResult", "Interrupted", "fetch_version"]
 
-_BATCH_BYTES = 8 << 20
+# One ranged GET per batch of whole chunks; memory is about (workers + 1) x 2 batches.
+_BATCH_BYTES = 4 << 20
 
 
 class Interrupted(DistsyncError):
@@ -72,35 +74,44 @@ def fetch_version(
     sealed_full = manifest.chunk_size + stream.CHUNK_OVERHEAD
     per_batch = max(1, _BATCH_BYTES // sealed_full)
     batches = [range(first, min(first + per_batch, count)) for first in range(0, count, per_batch)]
+    # Plaintext buffers are reused: a batch is decrypted into one, written, and handed back.
+    spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    for _unused in range(workers + 1):
+        spare.put(bytearray(per_batch * sealed_full))
 
-    def fetch_batch(indices: range) -> list[bytes]:
+    def fetch_batch(indices: range) -> tuple[bytearray, int]:
         if should_stop():
             raise Interrupted("stopped before the transfer finished")
         start = decryptor.chunk_offset(indices[0])
-        end = (
-            manifest.object_size
-            if indices[-1] == count - 1
-            else decryptor.chunk_offset(indices[-1] + 1)
-        )
+        last = indices[-1] == count - 1
+        end = manifest.object_size if last else decryptor.chunk_offset(indices[-1] + 1)
         data = memoryview(store.get_range(key, start, end - start))
         if len(data) != end - start:
             raise IntegrityError(f"version {version.version_id}: stored object is truncated")
-        plain = []
-        for n, index in enumerate(indices):
-            piece = data[n * sealed_full : (n + 1) * sealed_full]
-            plain.append(decryptor.open_chunk(index, piece, final=index == count - 1))
-        return plain
+        plain = spare.get()
+        try:
+            filled = 0
+            for n, index in enumerate(indices):
+                piece = data[n * sealed_full : (n + 1) * sealed_full]
+                filled += decryptor.open_chunk_into(
+                    index, piece, index == count - 1, memoryview(plain)[filled:]
+                )
+        except BaseException:
+            spare.put(plain)
+            raise
+        return plain, filled
 
     digest = hashlib.sha256()
     written = 0
     with atomic_output(dest, mode=manifest.mode & 0o7777) as out:
-        for chunks in ordered_map(fetch_batch, batches, workers=workers, inflight=2 * workers):
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
-                written += len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+        for plain, filled in ordered_map(fetch_batch, batches, workers=workers, inflight=workers):
+            view = memoryview(plain)[:filled]
+            digest.update(view)
+            out.write(view)
+            spare.put(plain)
+            written += filled
+            if progress is not None:
+                progress(filled)
         if written != manifest.size or digest.hexdigest() != manifest.sha256:
             raise IntegrityError(
                 f"version {version.version_id}: content does not match the manifest's SHA-256"
