@@ -39,6 +39,7 @@ BLOCK_LEN = 16
 TAG_LEN = 16
 MIN_SEALED_LEN = IV_LEN + BLOCK_LEN + TAG_LEN
 _BITS = struct.Struct(">Q")
+_SLICE = 256 << 10  # bytes of AES between GIL releases in seal_into
 
 
 def sealed_len(plaintext_len: int) -> int:
@@ -107,19 +108,27 @@ class CbcHmacAead:
             raise ValueError(f"output buffer needs {size} bytes")
         view = memoryview(out)
         view[:IV_LEN] = iv
-        full = len(plaintext) - len(plaintext) % BLOCK_LEN
+        source = memoryview(plaintext)
+        full = len(source) - len(source) % BLOCK_LEN
         encryptor = Cipher(algorithms.AES(self._enc_key), modes.CBC(iv)).encryptor()
-        written = 0
-        if full:
-            # update_into wants room for one block beyond its input: the pad block and the
-            # tag, still to be written, provide it.
-            written = encryptor.update_into(memoryview(plaintext)[:full], view[IV_LEN:])
-        pad = BLOCK_LEN - len(plaintext) % BLOCK_LEN
-        last = bytes(plaintext[full:]) + bytes([pad]) * pad
-        body_end = IV_LEN + written + BLOCK_LEN
-        view[IV_LEN + written : body_end] = encryptor.update(last)
+        mac = hmac.new(self._mac_key, associated_data, hashlib.sha256)
+        mac.update(iv)
+        # cryptography (48.0.0 to 50.0.2 at least) holds the GIL during AES; hashlib's HMAC
+        # releases it. Alternating AES and HMAC on slices bounds how long other threads wait
+        # for the GIL (and MACs each slice while it is still in cache).
+        pos = IV_LEN
+        for start in range(0, full, _SLICE):
+            piece = source[start : min(start + _SLICE, full)]
+            # update_into wants one block of spare room: the pad block and tag provide it.
+            encryptor.update_into(piece, view[pos:])
+            mac.update(view[pos : pos + len(piece)])
+            pos += len(piece)
+        pad = BLOCK_LEN - len(source) % BLOCK_LEN
+        view[pos : pos + BLOCK_LEN] = encryptor.update(bytes(source[full:]) + bytes([pad]) * pad)
         encryptor.finalize()
-        view[body_end:size] = self._tag(associated_data, view[:body_end])
+        mac.update(view[pos : pos + BLOCK_LEN])
+        mac.update(_BITS.pack(8 * len(associated_data)))
+        view[pos + BLOCK_LEN : size] = mac.digest()[:TAG_LEN]
         return size
 
     def open(self, sealed: bytes | memoryview, associated_data: bytes = b"") -> bytes:

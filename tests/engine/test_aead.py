@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from distsync.crypto.aead import MIN_SEALED_LEN, CbcHmacAead, sealed_len
 from distsync.errors import IntegrityError
 
