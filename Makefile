@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv demo lint typecheck unit ansible test lock bench clean
+.PHONY: help venv demo lint typecheck unit ansible ansible-lint test test-systemd wheelhouse lock bench clean
 
 help:
 	@echo "make demo        set up a local store, run a daemon, upload, watch it land"
@@ -38,10 +38,11 @@ ansible: $(STAMP)
 	tests/ansible/ansible-test.sh units
 	tests/ansible/ansible-test.sh integration
 
-test: lint typecheck unit ansible
+test: lint typecheck unit ansible ansible-lint
 
 bench: $(STAMP)
 	$(PY) bench/crypto.py
+	$(PY) bench/transfer.py
 
 lock:
 	$(PYTHON) -m venv /tmp/distsync-lock && /tmp/distsync-lock/bin/pip install -q -r requirements/test.in \
@@ -49,3 +50,22 @@ lock:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/output
+
+WHEELHOUSE ?= build/wheelhouse
+
+# Wheels of the engine and every dependency (+ setuptools), for installs with no index:
+# the daemon role's distsync_daemon_wheelhouse. TORRENT=1 adds libtorrent.
+wheelhouse: $(STAMP)
+	rm -rf $(WHEELHOUSE) build/engine && mkdir -p $(WHEELHOUSE) build/engine
+	$(PY) roles/daemon/files/pack_payload.py build/engine/engine.tar --source python >/dev/null
+	tar -xf build/engine/engine.tar -C build/engine
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --wheel-dir $(WHEELHOUSE) "build/engine/source$(if $(TORRENT),[torrent])"
+	$(PY) -m pip download --quiet --disable-pip-version-check --dest $(WHEELHOUSE) setuptools
+	rm -rf build/engine
+
+# The daemon role on a real systemd (root, Debian 12: boots containers with systemd-nspawn).
+test-systemd: $(STAMP)
+	tests/systemd/run.sh
+
+ansible-lint: $(STAMP)
+	$(VENV)/bin/ansible-lint --profile production

@@ -65,21 +65,34 @@ def _input_size(name: str) -> int | None:
 def _write_output(name: str, produce: Callable[[BinaryIO], object]) -> None:
     """Run ``produce(handle)``; only a complete result ever appears at ``name``.
 
-    For ``-`` the result is staged in a temp file first, so that nothing unverified reaches
-    standard output either.
+    A regular file (or a new one) is replaced atomically. Standard output (``-``) and special
+    files such as ``/dev/null`` or a FIFO cannot be renamed over: the result is staged in a
+    temp file first and copied only once complete, so nothing unverified reaches them either.
     """
-    if name != "-":
-        with atomic_output(Path(name), mode=0o600) as handle:
+    real = os.path.realpath(name)
+    special = (
+        name == "-"
+        or any(path.startswith(("/dev/", "/proc/")) for path in (os.path.abspath(name), real))
+        or (os.path.exists(real) and not os.path.isfile(real))
+    )
+    if not special:
+        # Through a symlink, replace the file it points to and keep the link.
+        with atomic_output(Path(real), mode=0o600) as handle:
             produce(handle)
         return
     with tempfile.TemporaryFile() as staged:
+        produce(staged)
+        staged.seek(0)
+        label = "standard output" if name == "-" else name
         try:
-            produce(staged)
-            staged.seek(0)
-            shutil.copyfileobj(staged, sys.stdout.buffer, 1 << 20)
-            sys.stdout.buffer.flush()
+            if name == "-":
+                shutil.copyfileobj(staged, sys.stdout.buffer, 1 << 20)
+                sys.stdout.buffer.flush()
+            else:
+                with open(name, "ab") as target:  # no truncation of what stands behind it
+                    shutil.copyfileobj(staged, target, 1 << 20)
         except OSError as exc:
-            raise local_io_error("write", "standard output", exc) from None
+            raise local_io_error("write", label, exc) from None
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:

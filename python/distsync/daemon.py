@@ -182,14 +182,13 @@ class Daemon:
                 log.info("removed %s left by an interrupted install", stale.name)
             log.info("watching %s for %s", self.store.description, self.output_dir)
             watchdog = sdnotify.watchdog_interval()
-            ready = False
+            # Ready once running: a first cycle may be a long download, which systemd should
+            # not take for a failed start; the watchdog is fed all through it.
+            sdnotify.notify("READY=1")
             while not self.stop.is_set():
                 report = self._cycle_until_stopped(watchdog)
                 if report is None:
                     break
-                if not ready:
-                    sdnotify.notify("READY=1")
-                    ready = True
                 if once:
                     return 1 if report.failed else 0
                 delay = self.cfg.poll_interval + random.uniform(0, self.cfg.poll_jitter)

@@ -10,8 +10,10 @@ line on stderr, never a traceback, and OUTPUT does not exist afterwards (or is u
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -553,3 +555,37 @@ def test_output_onto_a_directory(run_cli: RunCli, kit: Kit, tmp_path: Path) -> N
     assert str(target) in one_error_line(proc)
     assert target.is_dir() and (target / "inside").read_bytes() == b"x"
     assert temp_leftovers(tmp_path) == []
+
+
+# -- outputs that cannot be renamed over ---------------------------------------------------
+
+
+def test_special_outputs_are_written_through_not_replaced(
+    run_cli: RunCli, kit: Kit, tmp_path: Path
+) -> None:
+    """/dev/null stays a device; a FIFO gets the bytes; a symlink keeps pointing at its file."""
+    proc = run_cli("encrypt", "-c", str(kit.config), str(kit.plaintext), "-o", "/dev/null")
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert not temp_leftovers(Path("/dev"))
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    proc = run_cli(
+        "decrypt", "-c", str(kit.config), "-", "-o", str(fifo), stdin=kit.sealed["v3"][0]
+    )
+    reader.join(30)
+    assert proc.returncode == 0, proc.stderr
+    assert received == [kit.plaintext.read_bytes()]
+
+    target = tmp_path / "target.bin"
+    link = tmp_path / "link.bin"
+    link.symlink_to(target)
+    proc = run_cli(
+        "decrypt", "-c", str(kit.config), "-", "-o", str(link), stdin=kit.sealed["v3"][0]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and target.read_bytes() == kit.plaintext.read_bytes()

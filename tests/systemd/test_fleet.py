@@ -1,0 +1,517 @@
+"""The daemon role on real systemd: three containers, one shared store, the whole life cycle.
+
+c1 installs from a wheelhouse, c2 from the collection's source (offline, with the wheelhouse
+as its only index), c3 from the source with a config file written by `distsync setup`. The
+store is ``Storage = "Local"``: a host directory bind-mounted read-only into every container
+(a shared file system), written by uploads on the host.
+
+Needs root, systemd-nspawn, debootstrap and iproute2 (tests/systemd/run.sh installs them);
+skipped otherwise, unless DISTSYNC_SYSTEMD_REQUIRED=1 turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+from harness import REPO, Container, Fleet, PlaybookRun, sh, wait_for
+
+HERE = Path(__file__).resolve().parent
+SITE = REPO / "playbooks" / "site.yml"
+UPLOAD = REPO / "playbooks" / "upload.yml"
+UNIT = "distsync.service"
+OUTPUT_DIR = "/srv/distsync"
+BUCKET_IN_CONTAINER = "/srv/distsync-bucket"
+EXPOSURE_LIMIT = 2.0
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, systemd-nspawn)"
+    for tool in ("systemd-nspawn", "debootstrap", "ip", "nsenter", "setpriv", "ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (tests/systemd/run.sh installs it)"
+    return None
+
+
+if (_reason := _missing()) is not None:
+    if os.environ.get("DISTSYNC_SYSTEMD_REQUIRED") == "1":
+        raise RuntimeError(_reason)
+    pytest.skip(_reason, allow_module_level=True)
+
+
+# -- fixtures: root file system, wheelhouse, fleet, deployment ------------------------------
+
+
+@pytest.fixture(scope="module")
+def rootfs() -> Path:
+    proc = sh([HERE / "rootfs.sh"], timeout=900)
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def engine_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot of python/ (as the role ships it): the fleet's source for the whole module.
+
+    The working tree may change while the tests run; a second playbook run must see the
+    same source as the first to be expected to change nothing.
+    """
+    stage = tmp_path_factory.mktemp("engine")
+    packer = REPO / "roles" / "daemon" / "files" / "pack_payload.py"
+    sh([REPO / ".venv" / "bin" / "python", packer, stage / "src.tar", "--source", REPO / "python"])
+    sh(["tar", "-xf", stage / "src.tar", "-C", stage])
+    return stage / "source"
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(engine_source: Path) -> Path:
+    """The engine's wheel and its dependencies (plus setuptools, to build the source offline).
+
+    Cached under .cache/ by the engine's content: built once per change of python/.
+    """
+    python = REPO / ".venv" / "bin" / "python"
+    tar = engine_source.parent / "src.tar"
+    digest = hashlib.sha256(tar.read_bytes()).hexdigest()
+    key = hashlib.sha256(f"{digest} {sys.version_info[:2]} torrent".encode()).hexdigest()[:16]
+    cached = REPO / ".cache" / "systemd-wheelhouse" / key
+    if (cached / ".complete").exists():
+        return cached
+    building = cached.with_name(f"{key}.tmp{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    pip = [python, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    # From the snapshot: an in-tree build would also leave build/ in python/.
+    sh([*pip, "wheel", "--wheel-dir", building, f"{engine_source}[torrent]"], timeout=600)
+    sh([*pip, "download", "--dest", building, "setuptools"], timeout=600)
+    (building / ".complete").touch()
+    shutil.rmtree(cached, ignore_errors=True)
+    building.rename(cached)
+    return cached
+
+
+@dataclass
+class Site:
+    fleet: Fleet
+    inventory: Path
+    secret: str
+    upload_config: Path
+    bucket: Path
+    uploader: tuple[int, int] | None = None  # the distsync uid/gid inside the containers
+    fresh_check: PlaybookRun | None = None
+    first: PlaybookRun | None = None
+
+    @property
+    def containers(self) -> list[Container]:
+        return list(self.fleet.containers.values())
+
+    def hand_store_to_uploader(self) -> None:
+        """A shared file system needs one owner on every side: the uid the daemons read with."""
+        assert self.uploader is not None
+        uid, gid = self.uploader
+        home = self.fleet.workdir / "uploader-home"
+        home.mkdir(exist_ok=True)
+        for path in (self.bucket, *self.bucket.rglob("*"), self.upload_config, home):
+            os.chown(path, uid, gid)
+
+    def artifact(self, name: str, data: bytes) -> Path:
+        """A build artifact on the host, readable by the uploader."""
+        path = self.fleet.workdir / "uploader-home" / name
+        path.write_bytes(data)
+        path.chmod(0o644)
+        return path
+
+    def upload(self, path: Path, *extra: str) -> str:
+        """`distsync upload` on the host, as the uid the daemons read the store with."""
+        assert self.uploader is not None
+        uid, gid = self.uploader
+        env = {"PATH": os.environ["PATH"], "HOME": str(self.fleet.workdir / "uploader-home")}
+        cmd = [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--",
+            REPO / ".venv" / "bin" / "distsync",
+            "upload",
+            "-c",
+            self.upload_config,
+            *extra,
+            path,
+        ]
+        return sh(cmd, env=env, timeout=120).stdout
+
+
+@pytest.fixture(scope="module")
+def site(
+    request: pytest.FixtureRequest, rootfs: Path, wheelhouse: Path, engine_source: Path
+) -> Iterator[Site]:
+    run_id = os.environ.get("DISTSYNC_SYSTEMD_RUN_ID") or secrets.token_hex(3)
+    # Not under /tmp: the unit's PrivateTmp would hide a bucket bound below /tmp from c3.
+    workdir = REPO / ".cache" / "systemd-run" / run_id
+    bucket = workdir / "bucket"
+    setup_dir = workdir / "setup"
+    setup_dir.mkdir(parents=True)
+    sh(
+        [
+            REPO / ".venv" / "bin" / "distsync",
+            "setup",
+            "--non-interactive",
+            "--storage",
+            "local",
+            "--bucket",
+            bucket,
+            "--output-dir",
+            OUTPUT_DIR,
+            "--upload-config",
+            setup_dir / "distsync",
+            "--daemon-config",
+            setup_dir / "distsyncd",
+        ]
+    )
+    secret = tomllib.loads((setup_dir / "distsyncd").read_text())["SharedSecret"]
+    fleet = Fleet(
+        rootfs=rootfs,
+        workdir=workdir,
+        run_id=run_id,
+        # The store at a neutral path for rendered configs, and at the host's own path for
+        # the file `distsync setup` wrote (it names the bucket by its absolute path).
+        binds=[(bucket, BUCKET_IN_CONTAINER), (bucket, str(bucket))],
+    )
+    keep = True
+    try:
+        fleet.start()
+        inventory = workdir / "inventory.yml"
+        inventory.write_text(
+            json.dumps(_inventory(fleet, secret, wheelhouse, engine_source, setup_dir))
+        )
+        yield Site(fleet, inventory, secret, setup_dir / "distsync", bucket)
+        keep = request.session.testsfailed > 0
+    finally:
+        fleet.close()
+        leftovers = [ns for ns in sh(["ip", "netns", "list"]).stdout.split() if run_id in ns]
+        assert not leftovers, f"namespaces left behind: {leftovers}"
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"\nkept {workdir} (console logs, inventory) for inspection")
+
+
+def _inventory(
+    fleet: Fleet, secret: str, wheelhouse: Path, source: Path, setup_dir: Path
+) -> dict[str, Any]:
+    c1, c2, c3 = (fleet.containers[name] for name in ("c1", "c2", "c3"))
+    return {
+        "distsync_servers": {
+            "hosts": {
+                c1.name: {
+                    "ansible_host": c1.address,
+                    "distsync_daemon_install_source": "wheelhouse",
+                    "distsync_daemon_torrent": True,
+                },
+                c2.name: {"ansible_host": c2.address, "distsync_daemon_install_source": "source"},
+                c3.name: {
+                    "ansible_host": c3.address,
+                    "distsync_daemon_install_source": "source",
+                    "distsync_daemon_config_src": str(setup_dir / "distsyncd"),
+                },
+            },
+            "vars": {
+                "ansible_user": "root",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_ssh_private_key_file": str(fleet.key),
+                "ansible_ssh_common_args": " ".join(fleet.ssh_args()[2:]),
+                # The containers have no route out: every install is offline.
+                "distsync_daemon_wheelhouse": str(wheelhouse),
+                "distsync_daemon_source_path": str(source),
+                "distsync_daemon_shared_secret": secret,
+                "distsync_daemon_storage": "Local",
+                "distsync_daemon_storage_bucket": BUCKET_IN_CONTAINER,
+                "distsync_daemon_output_dir": OUTPUT_DIR,
+                "distsync_daemon_poll_interval": 1,
+                "distsync_daemon_poll_jitter": 0.5,
+                "distsync_daemon_watchdog_sec": "10s",
+                "distsync_daemon_timeout_start_sec": "2min",
+                # Runs in the unit's sandbox: the state directory is one it may write.
+                "distsync_daemon_on_update": [
+                    "/bin/sh",
+                    "-c",
+                    'echo "$DISTSYNC_NAME $DISTSYNC_VERSION $DISTSYNC_SHA256"'
+                    " >> /var/lib/distsync/hook.log",
+                ],
+            },
+        }
+    }
+
+
+def _assert_ok(run: PlaybookRun, what: str) -> None:
+    assert run.rc == 0 and not run.failed_hosts(), f"{what} failed:\n{run.output[-6000:]}"
+    assert set(run.recap) == {"c1", "c2", "c3"}, f"{what}: recap {run.recap}\n{run.output[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def deployed(site: Site) -> Site:
+    """Check mode on the fresh hosts, then the real first run."""
+    versions = {
+        c.run("python3", "-c", "import sys; print(sys.version_info[:2])").strip()
+        for c in site.containers
+    }
+    here = str(tuple(sys.version_info[:2]))
+    assert versions == {here}, f"wheels are built for {here}; containers have {versions}"
+    site.fresh_check = site.fleet.playbook(site.inventory, SITE, "--check", "--diff")
+    _assert_ok(site.fresh_check, "check mode on fresh hosts")
+    site.first = site.fleet.playbook(site.inventory, SITE, "--diff")
+    _assert_ok(site.first, "the first run")
+    uids = set()
+    for container in site.containers:
+        entry = next(
+            line.split(":")
+            for line in container.path("/etc/passwd").read_text().splitlines()
+            if line.startswith("distsync:")
+        )
+        uids.add((int(entry[2]), int(entry[3])))
+    assert len(uids) == 1, f"the distsync user differs between containers: {uids}"
+    site.uploader = uids.pop()
+    site.hand_store_to_uploader()
+    return site
+
+
+# -- the tests, in life-cycle order ----------------------------------------------------------
+
+
+def test_check_mode_on_fresh_hosts_reports_changes_and_changes_nothing(deployed: Site) -> None:
+    run = deployed.fresh_check
+    assert run is not None
+    assert all(count > 0 for count in run.changed().values()), run.recap
+    # What check mode skipped, the real run did: the unit appeared only then.
+    for container in deployed.containers:
+        assert container.path("/etc/systemd/system/distsync.service").is_file()
+
+
+def test_secrets_never_reach_ansible_output(deployed: Site) -> None:
+    for run in (deployed.fresh_check, deployed.first):
+        assert run is not None
+        assert deployed.secret not in run.output
+
+
+def test_daemon_active_everywhere(deployed: Site) -> None:
+    for container in deployed.containers:
+        wait_for(
+            f"{UNIT} active on {container.name}",
+            lambda c=container: (
+                c.run("systemctl", "is-active", UNIT, check=False).strip() == "active"
+            ),
+            timeout=30,
+        )
+        assert container.run("systemctl", "is-enabled", UNIT).strip() == "enabled"
+        assert container.show(UNIT, "User") == "distsync"
+
+
+def test_config_file_is_private_to_the_service_user(deployed: Site) -> None:
+    for container in deployed.containers:
+        stat = container.path("/etc/distsync/distsyncd.toml").stat()
+        assert oct(stat.st_mode & 0o777) == "0o600"
+        assert (stat.st_uid, stat.st_gid) == deployed.uploader
+
+
+def test_unit_verifies_cleanly(deployed: Site) -> None:
+    container = deployed.containers[0]
+    proc = sh(
+        [
+            "nsenter",
+            "-t",
+            str(container.leader),
+            "-a",
+            "systemd-analyze",
+            "verify",
+            "/etc/systemd/system/distsync.service",
+        ],
+        check=False,
+    )
+    # verify exits 0 even on unknown keys: any message at all is a failure.
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == "", proc
+
+
+def _exposure(text: str) -> float:
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
+    assert match, text
+    return float(match.group(1))
+
+
+def test_unit_hardening_exposure(deployed: Site) -> None:
+    container = deployed.containers[0]
+    offline = container.run(
+        "systemd-analyze",
+        "security",
+        "--no-pager",
+        "--offline=true",
+        "/etc/systemd/system/distsync.service",
+        check=False,
+    )
+    online = container.run("systemd-analyze", "security", "--no-pager", UNIT, check=False)
+    print(f"exposure offline {_exposure(offline)}, online {_exposure(online)}")
+    assert _exposure(offline) <= EXPOSURE_LIMIT, offline
+    assert _exposure(online) <= EXPOSURE_LIMIT, online
+
+
+# What the engine needs at run time, under exactly the unit's sandbox: cryptography (no W+X
+# memory), botocore, and libtorrent's session (netlink, threads, its own allocator).
+SANDBOX_PROBE = """
+import boto3, libtorrent
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from distsync.cli import build_parser
+AESGCM(AESGCM.generate_key(bit_length=128)).encrypt(bytes(12), b"probe", None)
+boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
+libtorrent.session({"listen_interfaces": "127.0.0.1:0", "enable_dht": False}).pause()
+print("sandbox ok")
+"""
+NOT_SANDBOX = {
+    "Type",
+    "NotifyAccess",
+    "ExecStart",
+    "Restart",
+    "RestartSec",
+    "TimeoutStartSec",
+    "TimeoutStopSec",
+    "WatchdogSec",
+}
+
+
+def test_engine_works_under_the_units_sandbox(deployed: Site) -> None:
+    container = deployed.fleet.containers["c1"]  # the host with the torrent extra
+    unit = container.path("/etc/systemd/system/distsync.service").read_text()
+    service = unit.split("[Service]", 1)[1].split("[Install]", 1)[0]
+    properties = [
+        line
+        for line in service.splitlines()
+        if "=" in line and not line.startswith("#") and line.split("=", 1)[0] not in NOT_SANDBOX
+    ]
+    assert "MemoryDenyWriteExecute=true" in properties
+    cmd = ["systemd-run", "--wait", "--pipe", "--collect", "--quiet"]
+    cmd += [f"--property={prop}" for prop in properties]
+    cmd += ["/opt/distsync/venv/bin/python", "-c", SANDBOX_PROBE]
+    assert container.run(*cmd, timeout=120).strip() == "sandbox ok"
+
+
+def _installed(container: Container, name: str, digest: str) -> bool:
+    path = container.path(f"{OUTPUT_DIR}/{name}")
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_upload_reaches_every_output_dir_byte_identically(deployed: Site) -> None:
+    artifact = deployed.artifact("app.bin", os.urandom(3 * 1024 * 1024 + 12345))
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    print(deployed.upload(artifact))
+    for container in deployed.containers:
+        wait_for(
+            f"app.bin on {container.name}",
+            lambda c=container: _installed(c, "app.bin", digest),
+            timeout=60,
+        )
+    # The hook ran inside the sandbox, as the service user, with the documented environment.
+    for container in deployed.containers[:2]:  # c3's config comes from `distsync setup`: no hook
+        hook_log = container.path("/var/lib/distsync/hook.log")
+        wait_for(f"the hook on {container.name}", hook_log.exists, timeout=30)
+        assert f"app.bin 1 {digest}" in hook_log.read_text()
+
+
+def test_upload_playbook_publishes_once(deployed: Site) -> None:
+    artifact = deployed.artifact("web.tar", os.urandom(200_000))
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    # As root: ansible-playbook cannot run as the uploader uid here (the venv's interpreter
+    # lives under /root). The daemons retry what they cannot read until the chown below.
+    cmd = [
+        REPO / ".venv" / "bin" / "ansible-playbook",
+        UPLOAD,
+        "-e",
+        f"distsync_upload_src={artifact}",
+        "-e",
+        "distsync_upload_name=web.tar",
+        "-e",
+        f"distsync_upload_config={deployed.upload_config}",
+    ]
+    env = deployed.fleet.ansible_env()
+    first = sh(cmd, env=env, timeout=300).stdout
+    assert re.search(r"localhost\s+:.*changed=1", first), first
+    again = sh(cmd, env=env, timeout=300).stdout
+    assert re.search(r"localhost\s+:.*changed=0", again), again
+    assert "already published" in again
+    deployed.hand_store_to_uploader()
+    for container in deployed.containers:
+        wait_for(
+            f"web.tar on {container.name}",
+            lambda c=container: _installed(c, "web.tar", digest),
+            timeout=60,
+        )
+
+
+def test_systemd_restarts_a_killed_daemon(deployed: Site) -> None:
+    container = deployed.containers[0]
+    before = int(container.show(UNIT, "MainPID"))
+    assert before > 0
+    container.run("kill", "-9", str(before))
+
+    def restarted() -> bool:
+        pid = int(container.show(UNIT, "MainPID"))
+        state = container.run("systemctl", "is-active", UNIT, check=False).strip()
+        return pid not in (0, before) and state == "active"
+
+    wait_for("systemd to restart the killed daemon", restarted, timeout=60, every=0.5)
+    assert int(container.show(UNIT, "NRestarts")) >= 1
+
+
+def test_watchdog_is_fed(deployed: Site) -> None:
+    container = deployed.containers[1]
+    assert container.show(UNIT, "WatchdogUSec") == "10s"
+    first = container.show(UNIT, "WatchdogTimestampMonotonic")
+    wait_for(
+        "a watchdog ping",
+        lambda: container.show(UNIT, "WatchdogTimestampMonotonic") != first,
+        timeout=12,
+        every=0.5,
+    )
+    assert container.show(UNIT, "NRestarts") == "0"
+
+
+def test_second_run_changes_nothing(deployed: Site) -> None:
+    run = deployed.fleet.playbook(deployed.inventory, SITE)
+    _assert_ok(run, "the second run")
+    assert run.changed() == {"c1": 0, "c2": 0, "c3": 0}, run.output[-6000:]
+
+
+def test_check_mode_on_converged_hosts_changes_nothing(deployed: Site) -> None:
+    # -vvv: even the most verbose output (module arguments, results) hides the secret.
+    run = deployed.fleet.playbook(deployed.inventory, SITE, "--check", "--diff", "-vvv")
+    _assert_ok(run, "check mode on converged hosts")
+    assert run.changed() == {"c1": 0, "c2": 0, "c3": 0}, run.output[-6000:]
+    assert deployed.secret not in run.output
+
+
+def test_config_change_restarts_the_daemon(deployed: Site) -> None:
+    container = deployed.containers[1]
+    before = int(container.show(UNIT, "MainPID"))
+    run = deployed.fleet.playbook(
+        deployed.inventory,
+        SITE,
+        "--limit",
+        container.name,
+        "-e",
+        "distsync_daemon_poll_interval=2",
+    )
+    assert run.rc == 0, run.output[-6000:]
+    assert "RUNNING HANDLER [distsync.core.daemon : Restart distsync]" in run.output
+    after = int(container.show(UNIT, "MainPID"))
+    assert after not in (0, before)
+    assert container.run("systemctl", "is-active", UNIT).strip() == "active"
+    assert deployed.secret not in run.output
