@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 help:
 	@echo "make demo        set up a local store, run a daemon, upload, watch it land"
-	@echo "make test        lint, type-check and run every test (what CI runs)"
+	@echo "make test        lint, type-check and run every test (what CI runs; root for test-systemd)"
 	@echo "make bench       run the benchmarks in bench/ (not tests)"
 	@echo "make lock        re-pin requirements/test.txt from requirements/test.in"
 
@@ -38,7 +38,7 @@ ansible: $(STAMP)
 	tests/ansible/ansible-test.sh units
 	tests/ansible/ansible-test.sh integration
 
-test: lint typecheck unit ansible ansible-lint
+test: lint typecheck unit ansible ansible-lint test-systemd
 
 bench: $(STAMP)
 	$(PY) bench/crypto.py
