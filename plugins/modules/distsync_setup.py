@@ -190,8 +190,8 @@ def present(module):
     result = dict(
         storage=params["storage"],
         setup_id=params["setup_id"],
-        upload_config=os.path.expanduser(params["upload_config"]),
-        daemon_config=os.path.expanduser(params["daemon_config"]),
+        upload_config=params["upload_config"],
+        daemon_config=params["daemon_config"],
         notes=[],
     )
     if not params["force"] and setup_in_place(options):
@@ -212,7 +212,7 @@ def absent(module):
     from distsync.provision import DestroyOptions, run_destroy
 
     params = module.params
-    configs = [os.path.expanduser(params[key]) for key in ("upload_config", "daemon_config")]
+    configs = [params["upload_config"], params["daemon_config"]]
     result = dict(
         storage=params["storage"],
         setup_id=params["setup_id"],

@@ -402,4 +402,3 @@ def setup_in_place(options: SetupOptions) -> bool:
             user.exists and user.policy == policies[role] for role, user in plan.users.items()
         )
     )
-

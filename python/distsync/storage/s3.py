@@ -321,7 +321,7 @@ class S3Store:
             try:
                 response = self._client.get_object(Bucket=self.bucket, Key=key, **extra)
             except bx.ClientError as exc:
-                code, _ = self._code(exc)
+                code = self._code(exc)[0]
                 if code == "InvalidRange":  # at or past the end: nothing there to read
                     return b""
                 raise self.error("read", key, exc) from None
