@@ -1,0 +1,82 @@
+"""``distsync setup``: create the store and write the uploader's and the daemon's configs.
+
+The entry points the CLI and the Ansible module call are here; the layers are in the files:
+
+- ``options``: what setup is asked to do and what it reports back;
+- ``configs``: the pair of 0600 configs, never silently overwritten, and the prompts;
+- ``local``: ``Storage = "Local"``, a directory plays the bucket;
+- ``s3``: ``--storage s3``, the flow from the AWS steps to the configs, and ``--destroy``;
+- ``aws_policies``: names, validation and the IAM policies (pure, no boto3);
+- ``aws_client``: the boto3 clients and one short error per failed call;
+- ``aws_state``: reading what exists into a plan, changing nothing;
+- ``aws_apply`` (with ``aws_bucket`` and the undo journal ``aws_journal``): making the changes;
+- ``aws_destroy``: removing what one setup id made.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from distsync.config import load_config
+from distsync.errors import DistsyncError, UsageError
+from distsync.provision.configs import fill_in_interactively, render_config
+from distsync.provision.local import local_in_place, run_local_setup
+from distsync.provision.options import (
+    DEFAULT_OUTPUT_DIR,
+    DestroyOptions,
+    Say,
+    SetupOptions,
+    SetupResult,
+    silent,
+)
+from distsync.provision.s3 import run_destroy, run_s3_setup, s3_in_place
+
+__all__ = [
+    "DestroyOptions",
+    "SetupOptions",
+    "SetupResult",
+    "fill_in_interactively",
+    "render_config",
+    "run_destroy",
+    "run_setup",
+    "setup_in_place",
+]
+
+
+def run_setup(options: SetupOptions, *, say: Say = silent, warn: Say = silent) -> SetupResult:
+    """Set up a store and write both configs. ``say`` gets progress lines, ``warn`` what a
+    failure left behind."""
+    storage = (options.storage or "local").lower()
+    if storage not in ("local", "s3"):
+        raise UsageError(f"--storage must be local or s3, not {storage!r}")
+    upload_path = Path(os.path.expanduser(options.upload_config))
+    daemon_path = Path(os.path.expanduser(options.daemon_config))
+    if upload_path.resolve() == daemon_path.resolve():
+        raise UsageError("--upload-config and --daemon-config must be different files")
+    output_dir = str(Path(os.path.expanduser(options.output_dir or DEFAULT_OUTPUT_DIR)).absolute())
+    if storage == "s3":
+        return run_s3_setup(options, upload_path, daemon_path, output_dir, say, warn)
+    return run_local_setup(options, upload_path, daemon_path, output_dir)
+
+
+def setup_in_place(options: SetupOptions) -> bool:
+    """Whether ``run_setup(options)`` would change nothing (the Ansible module's question).
+
+    Local: both configs exist, load, share one secret, and name the requested store and
+    output directory. S3: additionally the setup's bucket and users exist with the policies
+    this version would give them (read-only calls).
+    """
+    storage = (options.storage or "local").lower()
+    upload_path = Path(os.path.expanduser(options.upload_config))
+    daemon_path = Path(os.path.expanduser(options.daemon_config))
+    try:
+        uploader, daemon = load_config(upload_path), load_config(daemon_path)
+    except DistsyncError:
+        return False
+    output_dir = Path(os.path.expanduser(options.output_dir or DEFAULT_OUTPUT_DIR)).absolute()
+    if uploader.secret != daemon.secret or daemon.output_dir != output_dir:
+        return False
+    if storage == "local":
+        return local_in_place(options, uploader, daemon)
+    return s3_in_place(options, uploader, daemon)

@@ -1,0 +1,116 @@
+"""The two config files setup writes, and the prompts that fill in what flags left out.
+
+Both configs hold the fleet's SharedSecret: they are written 0600, atomically, as a pair (never
+one without the other), and never silently overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from distsync.errors import LocalIOError, UsageError
+from distsync.fsutil import atomic_output, local_io_error
+from distsync.provision.aws_policies import new_setup_id
+from distsync.provision.options import DEFAULT_LOCAL_BUCKET, DEFAULT_OUTPUT_DIR, SetupOptions
+
+__all__ = [
+    "REGIONS",
+    "fill_in_interactively",
+    "refuse_overwrite",
+    "render_config",
+    "write_pair",
+]
+
+REGIONS = (
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-south-1",
+    "sa-east-1",
+)
+
+
+def fill_in_interactively(options: SetupOptions, ask: Callable[[str], str] = input) -> None:
+    """Prompt for every answer not given as a flag (the seed's "answer the prompts")."""
+
+    def prompt(question: str, default: str) -> str:
+        answer = ask(f"{question} [{default}]: ").strip()
+        return answer or default
+
+    print("distsync setup: answer the prompts (Enter keeps the default in brackets).")
+    if options.storage is None:
+        options.storage = prompt("Storage (local or s3)", "local").lower()
+    if options.storage == "local":
+        if options.bucket is None:
+            options.bucket = prompt("Directory that plays the bucket", DEFAULT_LOCAL_BUCKET)
+    else:
+        if options.region is None:
+            print("Regions: " + ", ".join(REGIONS))
+            options.region = prompt("AWS region", "us-east-1")
+        if options.endpoint is None:
+            options.endpoint = prompt("S3 endpoint URL (empty for AWS)", "") or None
+        if options.setup_id is None:
+            print(
+                "The setup id names the bucket (distsync-ID) and the two IAM users "
+                "(distsync-ID-uploader, distsync-ID-daemon); keep it to re-run or remove them."
+            )
+            options.setup_id = prompt("Setup id", new_setup_id())
+    if options.output_dir is None:
+        options.output_dir = prompt(
+            "Directory the servers install artifacts into", DEFAULT_OUTPUT_DIR
+        )
+
+
+def render_config(values: dict[str, Any]) -> str:
+    header = (
+        "# distsync configuration (written by `distsync setup`).\n"
+        "# Holds the fleet's SharedSecret: keep it mode 0600 and out of logs and repositories.\n"
+    )
+    return header + tomli_w.dumps(values)
+
+
+def refuse_overwrite(options: SetupOptions, *paths: Path) -> None:
+    if not options.force:
+        for path in paths:
+            if path.exists():
+                raise UsageError(f"{path} already exists (pass --force to replace it)")
+
+
+def write_pair(options: SetupOptions, *pairs: tuple[Path, dict[str, Any]]) -> None:
+    written: list[Path] = []
+    try:
+        for path, values in pairs:
+            _write_private(path, render_config(values), options.force)
+            written.append(path)
+    except BaseException:
+        for path in written:  # never leave one config of a pair with a secret the other lacks
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+def _write_private(path: Path, text: str, force: bool) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise local_io_error("create", path.parent, exc) from None
+    if not force and path.exists():
+        raise LocalIOError(f"{path} appeared while setup ran; not overwriting it")
+    with atomic_output(path, mode=0o600) as out:
+        out.write(text.encode())
