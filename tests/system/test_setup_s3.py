@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from distsync import provision_aws as aws
 from distsync.config import load_config
 from distsync.errors import UsageError
 from distsync.provision import SetupOptions, fill_in_interactively
+from distsync.provision import aws_policies as aws
 
 # tests/system is on sys.path (pytest's default "prepend" import mode, no __init__.py).
 from iamserver import ROOT, IamServer, Keys
