@@ -106,12 +106,8 @@ from ansible_collections.distsync.core.plugins.module_utils._engine import (
 def _versions(module):
     from distsync.catalog import Catalog
     from distsync.config import load_config
-    from distsync.layout import Layout
-    from distsync.storage import open_store
 
-    cfg = load_config(module.params["config"])
-    store = open_store(cfg)
-    found = Catalog(store, Layout(cfg.prefix), cfg.secret).versions()
+    found = Catalog.open(load_config(module.params["config"])).versions()
     return [v.facts() for v in found if module.params["name"] in (None, v.manifest.name)]
 
 

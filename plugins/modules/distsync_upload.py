@@ -106,16 +106,14 @@ from ansible_collections.distsync.core.plugins.module_utils._engine import (
 def _upload(module):
     from distsync.catalog import Catalog
     from distsync.config import load_config
-    from distsync.layout import Layout
-    from distsync.storage import open_store
     from distsync.upload import upload_if_changed
 
     cfg = load_config(module.params["config"])
-    store = open_store(cfg)
+    catalog = Catalog.open(cfg)
     return upload_if_changed(
         cfg,
-        store,
-        Catalog(store, Layout(cfg.prefix), cfg.secret),
+        catalog.store,
+        catalog,
         Path(module.params["src"]),
         name=module.params["name"],
         force=module.params["force"],

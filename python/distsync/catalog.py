@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from distsync.config import Config
 from distsync.errors import IntegrityError, NotFoundError, StorageError
 from distsync.layout import Layout
 from distsync.manifest import Manifest, Version, open_manifest, seal_manifest
@@ -39,6 +40,13 @@ class Catalog:
         self.store = store
         self.layout = layout
         self._secret = secret
+
+    @classmethod
+    def open(cls, cfg: Config) -> Catalog:
+        """The log of the store a configuration names (what the CLI and the modules use)."""
+        from distsync.storage import open_store
+
+        return cls(open_store(cfg), Layout(cfg.prefix), cfg.secret)
 
     # -- writing ------------------------------------------------------------------------
 

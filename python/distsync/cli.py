@@ -26,9 +26,8 @@ from distsync.config import Config, default_config_path, load_config
 from distsync.crypto import codec
 from distsync.errors import DistsyncError, UsageError
 from distsync.fsutil import ReadErrors, atomic_output, local_io_error
-from distsync.layout import Layout
 from distsync.progress import Progress, human_bytes
-from distsync.storage import Store, open_store
+from distsync.storage import open_store
 
 __all__ = ["main"]
 
@@ -120,16 +119,12 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _catalog(cfg: Config) -> tuple[Store, Catalog]:
-    store = open_store(cfg)
-    return store, Catalog(store, Layout(cfg.prefix), cfg.secret)
-
-
 def cmd_upload(args: argparse.Namespace) -> int:
     from distsync.upload import upload_file
 
     cfg = _config(args)
-    store, catalog = _catalog(cfg)
+    catalog = Catalog.open(cfg)
+    store = catalog.store
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
     for name in args.files:
@@ -144,7 +139,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    catalog = _catalog(cfg)[1]
+    catalog = Catalog.open(cfg)
     versions = catalog.versions()
     if args.name:
         versions = [v for v in versions if v.manifest.name == args.name]
@@ -169,7 +164,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     from distsync.transfer.fetch import fetch_version
 
     cfg = _config(args)
-    store, catalog = _catalog(cfg)
+    catalog = Catalog.open(cfg)
+    store = catalog.store
     version = catalog.find(args.name, args.version) if args.version else catalog.newest(args.name)
     out_dir = Path(args.output_dir)
     if not out_dir.is_dir():
