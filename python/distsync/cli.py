@@ -243,7 +243,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     if options.setup_id or options.profile or options.prefix:
         if options.storage == "local":
             raise UsageError("--setup-id, --profile and --prefix go with --storage s3")
-        options.storage = "s3"  # these only mean something for S3
+        options.storage = options.storage or "s3"  # these only mean something for S3
     if interactive:
         fill_in_interactively(options)
     result = run_setup(options, say=print, warn=warn)
@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and write the uploader's and the daemon's configs. For S3, setup itself uses boto3's "
         "standard credentials (environment, shared files, instance profile) or --profile.",
     )
-    setup.add_argument("--storage", choices=("local", "s3"), type=str.lower)
+    setup.add_argument("--storage", choices=("local", "s3", "s3+bittorrent"), type=str.lower)
     setup.add_argument(
         "--bucket", help="local: the directory; S3: bucket name (default distsync-SETUP_ID)"
     )

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from distsync.crypto.secret import InvalidSecret, parse_secret
 from distsync.errors import ConfigError
@@ -64,6 +65,13 @@ KEYS: dict[str, tuple[type, ...]] = {
     "ChunkSize": (int,),
     "Uploader": (str,),
     "Pin": (dict,),
+    "TorrentPort": (int,),
+    "TorrentAddress": (str,),
+    "TorrentSeedSeconds": (int, float),
+    "TorrentS3Readers": (int,),
+    "TorrentWebSeedDelay": (int, float),
+    "TorrentStallSeconds": (int, float),
+    "TrackerURL": (str,),
     "AwsCreds": (dict,),
     "Aws": (dict,),
     "PeerDist": (dict,),
@@ -114,6 +122,14 @@ class Config:
     chunk_size: int = 1 << 20
     uploader: str = field(default_factory=socket.gethostname)
     pins: Mapping[str, str] = field(default_factory=dict)
+    # Storage = "S3+BitTorrent" (docs/bittorrent.md).
+    torrent_port: int = 6881
+    torrent_address: str | None = None
+    torrent_seed_seconds: float = 600.0
+    torrent_s3_readers: int = 8
+    torrent_web_seed_delay: float = 30.0
+    torrent_stall_seconds: float = 60.0
+    tracker_url: str | None = None
 
     def error(self, key: str | None, problem: str) -> ConfigError:
         return ConfigError(self.path, key, problem)
@@ -237,7 +253,32 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
             if not isinstance(version, str) or not version.isdigit():
                 raise fail(f"Pin.{name}", 'must be a version id from `distsync list`, e.g. "42"')
         values["pins"] = dict(raw["Pin"])
+    values.update(_torrent(path, raw))
     return Config(**values)
+
+
+def _torrent(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """The Torrent* keys; they only matter with Storage = "S3+BitTorrent"."""
+    values: dict[str, Any] = {
+        "torrent_seed_seconds": _number(path, raw, "TorrentSeedSeconds", 600.0, low=0, high=86400),
+        "torrent_web_seed_delay": _number(path, raw, "TorrentWebSeedDelay", 30.0, low=0, high=3600),
+        "torrent_stall_seconds": _number(path, raw, "TorrentStallSeconds", 60.0, low=1, high=3600),
+    }
+    for key, attr, high in (
+        ("TorrentPort", "torrent_port", 65535),
+        ("TorrentS3Readers", "torrent_s3_readers", 64),
+    ):
+        if key in raw:
+            if not 0 <= raw[key] <= high:
+                raise ConfigError(path, key, f"must be an integer from 0 to {high}")
+            values[attr] = raw[key]
+    if raw.get("TorrentAddress"):
+        values["torrent_address"] = raw["TorrentAddress"]
+    if raw.get("TrackerURL"):
+        if urlsplit(raw["TrackerURL"]).scheme not in ("http", "https", "udp"):
+            raise ConfigError(path, "TrackerURL", "must be an http://, https:// or udp:// URL")
+        values["tracker_url"] = raw["TrackerURL"]
+    return values
 
 
 def _check_keys(

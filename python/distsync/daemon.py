@@ -31,6 +31,7 @@ from distsync.manifest import Version
 from distsync.state import DaemonState, Installed, StateFile, plan_installs
 from distsync.storage.base import Store
 from distsync.transfer.fetch import Interrupted, fetch_version
+from distsync.transfer.torrent import Swarm, TorrentSettings, open_swarm
 
 __all__ = ["CycleReport", "Daemon"]
 
@@ -59,11 +60,14 @@ class Daemon:
         ident = hashlib.sha256(f"{cfg.storage}\0{cfg.storage_bucket}\0{cfg.prefix}".encode())
         self.state_file = StateFile(cfg.daemon_state_dir() / f"state-{ident.hexdigest()[:16]}.json")
         self._polls = 0
+        self.swarm: Swarm | None = None  # Storage = "S3+BitTorrent", while run() runs
 
     # -- one cycle ----------------------------------------------------------------------
 
     def cycle(self) -> CycleReport:
         report = CycleReport()
+        if self.swarm is not None:
+            self.swarm.maintain()  # peer record, seeding windows
         state = self.state_file.load()
         try:
             tag = self.store.changed(self.catalog.layout.marker, state.marker_tag)
@@ -132,9 +136,8 @@ class Daemon:
         manifest = version.manifest
         dest = self.output_dir / manifest.name
         try:
-            result = fetch_version(
-                self.store, self.cfg.secret, version, dest, should_stop=self.stop.is_set
-            )
+            fetch = self.swarm.fetch if self.swarm is not None else fetch_version
+            result = fetch(self.store, self.cfg.secret, version, dest, should_stop=self.stop.is_set)
         except Interrupted:
             log.info("stopped while installing %s version %s", manifest.name, version.version_id)
             state.retry[manifest.name] = version.seq
@@ -177,7 +180,7 @@ class Daemon:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise local_io_error("create", self.output_dir, exc) from None
-        with self._exclusive(), _stop_on_signals(self.stop):
+        with self._exclusive(), _stop_on_signals(self.stop), self._swarm():
             for stale in remove_stale_temps(self.output_dir):
                 log.info("removed %s left by an interrupted install", stale.name)
             log.info("watching %s for %s", self.store.description, self.output_dir)
@@ -228,6 +231,33 @@ class Daemon:
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
         return outcome[0]
+
+    @contextlib.contextmanager
+    def _swarm(self) -> Iterator[None]:
+        """One BitTorrent session for the daemon's lifetime (None without libtorrent)."""
+        if self.cfg.storage != "S3+BitTorrent":
+            yield
+            return
+        cfg = self.cfg
+        settings = TorrentSettings(
+            port=cfg.torrent_port,
+            address=cfg.torrent_address,
+            seed_seconds=cfg.torrent_seed_seconds,
+            s3_readers=cfg.torrent_s3_readers,
+            web_seed_delay=cfg.torrent_web_seed_delay,
+            stall_seconds=cfg.torrent_stall_seconds,
+            tracker_url=cfg.tracker_url,
+        )
+        work_dir = cfg.daemon_state_dir() / "torrent"
+        self.swarm = open_swarm(
+            settings, self.store, cfg.secret, cfg.prefix, work_dir, endpoint=cfg.aws.endpoint
+        )
+        try:
+            yield
+        finally:
+            if self.swarm is not None:
+                self.swarm.close()
+            self.swarm = None
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

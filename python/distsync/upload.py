@@ -17,7 +17,8 @@ from distsync.crypto import stream
 from distsync.errors import LocalIOError, NotFoundError
 from distsync.fsutil import ReadErrors, local_io_error
 from distsync.manifest import Manifest, Version, validate_name
-from distsync.storage.base import Store
+from distsync.storage.base import ObjectWriter, Store
+from distsync.torrent_meta import TorrentWriter, piece_length_for
 
 __all__ = ["UploadOutcome", "file_sha256", "upload_file", "upload_if_changed"]
 
@@ -41,7 +42,12 @@ def upload_file(
         if not stat.S_ISREG(info.st_mode):
             raise local_io_error("upload", path, IsADirectoryError(0, "not a regular file"))
         object_key = catalog.layout.new_object_key()
-        writer = store.writer(object_key)
+        writer: ObjectWriter = store.writer(object_key)
+        torrent = None
+        if cfg.storage == "S3+BitTorrent":
+            # The swarm's torrent, hashed as the ciphertext goes out: no second pass.
+            piece = piece_length_for(stream.ciphertext_size(info.st_size, cfg.chunk_size))
+            writer = torrent = TorrentWriter(writer, object_key.rsplit("/", 1)[-1], piece)
         try:
             result = stream.encrypt_stream(
                 cfg.secret,
@@ -67,6 +73,7 @@ def upload_file(
         uploaded_at=time.time(),
         uploader=cfg.uploader,
         mode=stat.S_IMODE(info.st_mode) & 0o777,
+        torrent=torrent.meta().to_manifest() if torrent is not None else None,
     )
     return catalog.append(manifest)
 

@@ -48,14 +48,14 @@ def run_setup(options: SetupOptions, *, say: Say = silent, warn: Say = silent) -
     """Set up a store and write both configs. ``say`` gets progress lines, ``warn`` what a
     failure left behind."""
     storage = (options.storage or "local").lower()
-    if storage not in ("local", "s3"):
-        raise UsageError(f"--storage must be local or s3, not {storage!r}")
+    if storage not in ("local", "s3", "s3+bittorrent"):
+        raise UsageError(f"--storage must be local, s3 or s3+bittorrent, not {storage!r}")
     upload_path = Path(os.path.expanduser(options.upload_config))
     daemon_path = Path(os.path.expanduser(options.daemon_config))
     if upload_path.resolve() == daemon_path.resolve():
         raise UsageError("--upload-config and --daemon-config must be different files")
     output_dir = str(Path(os.path.expanduser(options.output_dir or DEFAULT_OUTPUT_DIR)).absolute())
-    if storage == "s3":
+    if storage != "local":
         return run_s3_setup(options, upload_path, daemon_path, output_dir, say, warn)
     return run_local_setup(options, upload_path, daemon_path, output_dir)
 

@@ -29,7 +29,7 @@ def silent(line: str) -> None:
 
 @dataclass
 class SetupOptions:
-    storage: str | None = None  # "local" or "s3"
+    storage: str | None = None  # "local", "s3" or "s3+bittorrent"
     bucket: str | None = None  # S3: default distsync-<setup id>
     region: str | None = None
     endpoint: str | None = None

@@ -44,12 +44,15 @@ def run_s3_setup(
         validate_bucket(options.bucket)
     prefix = normalize_prefix(options.prefix) if options.prefix else None
     clients = connect(region, options.endpoint, options.profile)
+    # BitTorrent: the daemon identity may also write its peer record, under peers/ only.
+    bittorrent = _bittorrent(options)
     spec = SetupSpec(
         setup_id,
         region,
         bucket=options.bucket,
         prefix=prefix,
         require_conditional_log=options.require_conditional_log,
+        daemon_peer_records=bittorrent,
     )
     plan = plan_setup(clients, spec)
     say(
@@ -74,7 +77,7 @@ def run_s3_setup(
         common: dict[str, Any] = {
             "SharedSecret": generate_secret(),
             "StorageBucket": plan.bucket,
-            "Storage": "S3",
+            "Storage": "S3+BitTorrent" if bittorrent else "S3",
             # Written out although it is the default: the policies are bound to it.
             "Prefix": plan.prefix.rstrip("/"),
         }
@@ -95,7 +98,7 @@ def run_s3_setup(
     if outcome.keys is None:
         notes.extend(_existing_config_notes(plan, upload_path, daemon_path, options.force))
     return SetupResult(
-        "s3",
+        "s3+bittorrent" if bittorrent else "s3",
         plan.bucket,
         upload_path,
         daemon_path,
@@ -104,6 +107,10 @@ def run_s3_setup(
         changed=outcome.changed,
         configs_written=outcome.keys is not None,
     )
+
+
+def _bittorrent(options: SetupOptions) -> bool:
+    return (options.storage or "").lower() == "s3+bittorrent"
 
 
 def _aws_table(plan: SetupPlan, endpoint: str | None, key: AccessKey) -> dict[str, str]:
@@ -172,6 +179,7 @@ def s3_in_place(options: SetupOptions, uploader: Config, daemon: Config) -> bool
             bucket=options.bucket,
             prefix=normalize_prefix(options.prefix) if options.prefix else None,
             require_conditional_log=options.require_conditional_log,
+            daemon_peer_records=_bittorrent(options),
         ),
     )
     policies = plan.policies()

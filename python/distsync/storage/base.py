@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-__all__ = ["ObjectWriter", "Store"]
+__all__ = ["ObjectWriter", "Presigner", "Store"]
 
 
 class ObjectWriter(Protocol):
@@ -56,3 +56,12 @@ class Store(Protocol):
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         """Keys under ``prefix`` that sort after ``start_after``, in lexicographic order."""
+
+
+class Presigner(Protocol):
+    """Optional: a store that hands out time-limited plain-HTTP GET URLs (S3 presigning).
+
+    ``Storage = "S3+BitTorrent"`` gives one to libtorrent as the web seed."""
+
+    def presign(self, key: str, expires: int) -> str:
+        """A GET URL for ``key``, valid ``expires`` seconds; it carries a signature."""

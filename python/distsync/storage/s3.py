@@ -251,6 +251,19 @@ class S3Store:
         head = self.call("read", key, self._client.head_object, Key=key)
         return int(head["ContentLength"])
 
+    def presign(self, key: str, expires: int) -> str:
+        """A presigned GET URL (signed locally, no request): BitTorrent's web seed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        params = {"Bucket": self.bucket, "Key": key}
+        try:
+            url = self._client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=expires
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self.error("presign a URL for", key, exc) from None
+        return str(url)
+
     def changed(self, key: str, since: str | None) -> str | None:
         from botocore.exceptions import BotoCoreError, ClientError
 

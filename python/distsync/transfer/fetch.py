@@ -14,18 +14,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from distsync.crypto import stream
 from distsync.errors import DistsyncError, IntegrityError
 from distsync.fsutil import atomic_output
 from distsync.manifest import Version
-from distsync.storage.base import Store
 from distsync.transfer.parallel import ordered_map
 
-__all__ = ["FetchResult", "Interrupted", "fetch_version"]
+__all__ = ["ChunkSource", "FetchResult", "Interrupted", "fetch_version"]
 
 # One ranged GET per batch of whole chunks; memory is about (workers + 1) x 2 batches.
 _BATCH_BYTES = 4 << 20
+
+
+class ChunkSource(Protocol):
+    """Where ciphertext is read from: every Store, or a swarm's local copy as it arrives."""
+
+    description: str
+
+    def size(self, key: str) -> int: ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes: ...
 
 
 class Interrupted(DistsyncError):
@@ -43,7 +53,7 @@ class FetchResult:
 
 
 def fetch_version(
-    store: Store,
+    store: ChunkSource,
     secret: bytes,
     version: Version,
     dest: Path,
