@@ -18,6 +18,7 @@ from typing import BinaryIO
 from distsync.errors import LocalIOError
 
 __all__ = [
+    "PART_SUFFIX",
     "TEMP_SUFFIX",
     "ReadErrors",
     "atomic_output",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 TEMP_SUFFIX = ".distsync-tmp"
+# A download in progress that a crash may leave; the next fetch of that version continues it.
+PART_SUFFIX = ".distsync-part"
 
 
 def local_io_error(action: str, path: os.PathLike[str] | str, exc: OSError) -> LocalIOError:
@@ -60,17 +63,28 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(dest: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Yield a writable binary file; on clean exit it replaces ``dest`` atomically."""
+def atomic_output(dest: Path, mode: int = 0o644, *, part: Path | None = None) -> Iterator[BinaryIO]:
+    """Yield a writable binary file; on clean exit it replaces ``dest`` atomically.
+
+    With ``part``, the temp file has that fixed name and is opened for update without
+    truncation, so a file a crashed process left behind can be continued; it is still removed
+    when the body raises (only a process that dies leaves it).
+    """
     dest = Path(dest)
     directory = dest.parent if str(dest.parent) else Path(".")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=TEMP_SUFFIX, dir=directory)
+        if part is None:
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{dest.name}.", suffix=TEMP_SUFFIX, dir=directory
+            )
+            tmp = Path(tmp_name)
+        else:
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            tmp = part
     except OSError as exc:
         raise local_io_error("create a file in", directory, exc) from None
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "r+b" if part is not None else "wb") as handle:
             try:
                 yield handle
                 handle.flush()

@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 POLL = 0.2
 TEMP_SUFFIX = ".distsync-tmp"
+PART_SUFFIX = ".distsync-part"
 INSTALLED = re.compile(
     r"installed (?P<name>\S+) version (?P<version>\d+) sha256 (?P<sha>[0-9a-f]{64}) "
     r"(?P<size>\d+) bytes in (?P<seconds>[0-9.]+) s"
@@ -75,7 +76,9 @@ def sha256_file(path: Path) -> str:
 def temps_in(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if p.name.endswith(TEMP_SUFFIX))
+    return sorted(
+        p for p in directory.iterdir() if p.name.endswith((TEMP_SUFFIX, PART_SUFFIX))
+    )
 
 
 def installs(log: str) -> list[dict[str, str]]:
@@ -868,9 +871,13 @@ def test_kill_9_during_install_then_restart_completes(big: Big, server: Site) ->
         assert tmp.exists() and tmp.stat().st_size < big.size
         assert not dest.exists()
 
+        kept = tmp.stat().st_size
         again = server.start_daemon()
         again.wait_log(rf"installed big\.bin version {big.version} sha256 {big.sha256} ", 90)
-        assert f"removed {tmp.name}" in again.log()
+        # The crashed download is continued from its whole chunks, not started over.
+        resumed = re.search(r"big\.bin: continuing a download after (\d+) chunks", again.log())
+        assert resumed, again.log()
+        assert int(resumed.group(1)) > 0 and kept > 0
         assert temps_in(server.out) == []
         assert again.stop() == 0
     finally:

@@ -1,28 +1,34 @@
 """Fetch one artifact version: ranged reads, chunk-by-chunk verification, atomic placement.
 
 The v3 format is seekable, so the ciphertext is read in batches of whole chunks, in parallel,
-and each chunk is authenticated before its plaintext is written. The plaintext lands in a temp
+and each chunk is authenticated before its plaintext is written. The plaintext lands in a part
 file beside the destination; only when every chunk and the manifest's SHA-256 match is it
-fsynced and renamed into place.
+fsynced and renamed into place. A part file left by a crash (kill -9, power loss) is
+continued: its whole chunks are kept and re-read into the SHA-256, which still has to match.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
 import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, BinaryIO, Protocol
 
 from distsync.crypto import stream
 from distsync.errors import DistsyncError, IntegrityError
-from distsync.fsutil import atomic_output
+from distsync.fsutil import PART_SUFFIX, atomic_output
 from distsync.manifest import Version
 from distsync.transfer.parallel import ordered_map
 
 __all__ = ["ChunkSource", "FetchResult", "Interrupted", "fetch_version"]
+
+log = logging.getLogger(__name__)
 
 # One ranged GET per batch of whole chunks; memory is about (workers + 1) x 2 batches.
 _BATCH_BYTES = 4 << 20
@@ -50,6 +56,28 @@ class FetchResult:
     size: int
     sha256: str
     seconds: float
+
+
+def part_path(dest: Path, version: Version) -> Path:
+    """Where a download of ``version`` to ``dest`` accumulates (kept only across a crash)."""
+    return dest.parent / f".{dest.name}.v{version.seq}{PART_SUFFIX}"
+
+
+def _resume(out: BinaryIO, chunk_size: int, count: int, digest: Any) -> int:
+    """Keep the whole chunks a crashed fetch already wrote; returns how many. Their bytes are
+    fed to the digest, so the final SHA-256 check still covers the whole file."""
+    size = out.seek(0, os.SEEK_END)
+    keep = min(size // chunk_size, count - 1)
+    out.truncate(keep * chunk_size)
+    out.seek(0)
+    remaining = keep * chunk_size
+    while remaining:
+        block = out.read(min(remaining, 1 << 20))
+        if not block:
+            raise IntegrityError("a partial download shrank while it was read")
+        digest.update(block)
+        remaining -= len(block)
+    return keep
 
 
 def fetch_version(
@@ -80,10 +108,40 @@ def fetch_version(
     if decryptor.header.chunk_size != manifest.chunk_size:
         raise IntegrityError(f"version {version.version_id}: chunk size differs from the manifest")
 
+    part = part_path(dest, version)
+    for other in dest.parent.glob(f".{dest.name}.v*{PART_SUFFIX}"):
+        if other != part:  # a crashed fetch of a version that is no longer wanted
+            with contextlib.suppress(OSError):
+                other.unlink()
+    args = (store, decryptor, version, dest, part, workers, progress, should_stop, started)
+    resuming = part.exists()
+    try:
+        return _fetch(*args)
+    except IntegrityError:
+        if not resuming:
+            raise
+        # The kept prefix may be what was wrong (the final SHA-256 covers it); the failure
+        # removed it, so this attempt starts afresh.
+        log.warning("resumed download of %s failed verification; fetching it whole", dest.name)
+        return _fetch(*args)
+
+
+def _fetch(
+    store: ChunkSource,
+    decryptor: stream.StreamDecryptor,
+    version: Version,
+    dest: Path,
+    part: Path,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    should_stop: Callable[[], bool],
+    started: float,
+) -> FetchResult:
+    manifest = version.manifest
+    key = manifest.object_key
     count = stream.chunk_count(manifest.size, manifest.chunk_size)
     sealed_full = manifest.chunk_size + stream.CHUNK_OVERHEAD
     per_batch = max(1, _BATCH_BYTES // sealed_full)
-    batches = [range(first, min(first + per_batch, count)) for first in range(0, count, per_batch)]
     # Plaintext buffers are reused: a batch is decrypted into one, written, and handed back.
     spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
     for _unused in range(workers + 1):
@@ -112,8 +170,16 @@ def fetch_version(
         return plain, filled
 
     digest = hashlib.sha256()
-    written = 0
-    with atomic_output(dest, mode=manifest.mode & 0o7777) as out:
+    with atomic_output(dest, mode=manifest.mode & 0o7777, part=part) as out:
+        kept = _resume(out, manifest.chunk_size, count, digest)
+        if kept:
+            log.info("%s: continuing a download after %d chunks", dest.name, kept)
+        written = kept * manifest.chunk_size
+        if progress is not None and written:
+            progress(written)
+        batches = [
+            range(first, min(first + per_batch, count)) for first in range(kept, count, per_batch)
+        ]
         for plain, filled in ordered_map(fetch_batch, batches, workers=workers, inflight=workers):
             view = memoryview(plain)[:filled]
             digest.update(view)
