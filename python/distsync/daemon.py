@@ -148,7 +148,8 @@ class Daemon:
             state.rejected.append(version.seq)
             report.failed.append(str(exc))
             return
-        except DistsyncError as exc:
+        except (DistsyncError, OSError) as exc:
+            # An OSError here is a local file problem the transfer did not name itself.
             log.error(
                 "could not install %s version %s (will retry): %s",
                 manifest.name,

@@ -224,7 +224,10 @@ class ArrivingCiphertext(LocalCiphertext):
 
     def _hashes(self, index: int) -> bool:
         start = index * self.meta.piece_length
-        data = LocalCiphertext.get_range(self, "", start, self.meta.piece_length)
+        try:
+            data = LocalCiphertext.get_range(self, "", start, self.meta.piece_length)
+        except FileNotFoundError:  # libtorrent may report a piece before its file exists
+            return False
         expected = self.meta.pieces[20 * index : 20 * index + 20]
         return hashlib.sha1(data).digest() == expected
 
