@@ -158,9 +158,11 @@ def site(
     request: pytest.FixtureRequest, rootfs: Path, wheelhouse: Path, engine_source: Path
 ) -> Iterator[Site]:
     run_id = os.environ.get("DISTSYNC_SYSTEMD_RUN_ID") or secrets.token_hex(3)
-    # Not under /tmp: the unit's PrivateTmp would hide a bucket bound below /tmp from c3.
     workdir = REPO / ".cache" / "systemd-run" / run_id
-    bucket = workdir / "bucket"
+    # Never under /tmp or /var/tmp (a clone may live there): the unit's PrivateTmp would hide
+    # a bucket bound below them from c3, whose config names the bucket by its host path.
+    bucket_root = Path("/srv") / f"distsync-systemd-{run_id}"
+    bucket = bucket_root / "bucket"
     setup_dir = workdir / "setup"
     setup_dir.mkdir(parents=True)
     sh(
@@ -204,6 +206,7 @@ def site(
         assert not leftovers, f"namespaces left behind: {leftovers}"
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(bucket_root, ignore_errors=True)
         else:
             print(f"\nkept {workdir} (console logs, inventory) for inspection")
 
