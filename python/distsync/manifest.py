@@ -5,22 +5,22 @@ ciphertext lives. It is sealed with a key derived for this purpose alone, and it
 data is its own object key, so a manifest copied or moved to another key — the way to replay
 an old artifact as new — fails authentication.
 
-Stored bytes: ``b"DSM3"`` || AEAD_AES_128_CBC_HMAC_SHA_256(JSON).
+Stored bytes: ``b"DSM3"`` || AEAD_AES_128_CBC_HMAC_SHA_256(JSON), sealed by ``distsync.sealed``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from distsync.crypto.aead import CbcHmacAead
-from distsync.crypto.keys import derive_key
-from distsync.errors import FormatError, IntegrityError, UsageError
+from distsync.errors import FormatError, UsageError
+from distsync.sealed import RecordKind, open_sealed, seal_record_body
 
 __all__ = ["Manifest", "Version", "open_manifest", "seal_manifest", "validate_name"]
 
-MAGIC = b"DSM3"
+MANIFEST = RecordKind(
+    magic=b"DSM3", purpose="v3 manifest", label=b"distsync v3 manifest", noun="manifest"
+)
 _MAX_NAME = 255
 
 
@@ -94,35 +94,14 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _aead(secret: bytes) -> CbcHmacAead:
-    return CbcHmacAead.draft(derive_key(secret, "v3 manifest"))
-
-
-def _associated_data(key: str) -> bytes:
-    return b"distsync v3 manifest\x00" + key.encode("utf-8")
-
-
 def seal_manifest(secret: bytes, key: str, manifest: Manifest) -> bytes:
-    body = json.dumps(asdict(manifest), sort_keys=True, separators=(",", ":")).encode()
-    return MAGIC + _aead(secret).seal(body, _associated_data(key))
+    return seal_record_body(MANIFEST, secret, key, asdict(manifest))
 
 
 def open_manifest(secret: bytes, key: str, data: bytes) -> Manifest:
     """Verify and parse the manifest stored at ``key``; IntegrityError if it is not genuine."""
-    if not data.startswith(MAGIC):
-        raise FormatError(f"{key}: not a distsync manifest")
-    try:
-        body = _aead(secret).open(data[len(MAGIC) :], _associated_data(key))
-    except IntegrityError:
-        raise IntegrityError(
-            f"{key}: manifest failed authentication (wrong secret, altered, or moved from "
-            "another key)"
-        ) from None
-    try:
-        raw = json.loads(body)
-    except ValueError:
-        raise FormatError(f"{key}: authenticated manifest is not valid JSON") from None
-    if not isinstance(raw, dict) or set(raw) != set(_FIELDS):
+    raw = open_sealed(MANIFEST, secret, key, data)
+    if set(raw) != set(_FIELDS):
         raise FormatError(f"{key}: manifest has unexpected fields")
     for name, types in _FIELDS.items():
         if isinstance(raw[name], bool) or not isinstance(raw[name], types):

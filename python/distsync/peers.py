@@ -3,11 +3,11 @@
 Each daemon writes one small record under ``{prefix}peers/{node id}`` (a random id it keeps in
 its state directory), the only place the daemon identity may write (PutObject only). A record
 holds the address and port its BitTorrent session listens on and an expiry time, sealed like
-manifests are:
-``b"DSP3" || AEAD_AES_128_CBC_HMAC_SHA_256(JSON)`` under ``derive_key(secret, "v3 peers")``,
-with its own key as associated data. An attacker with bucket write access cannot forge a
-record or move one to another key, and a replayed old record of a node only repeats that
-node's old address until its authenticated expiry: the worst they can do is deny service.
+manifests are (``distsync.sealed``): ``b"DSP3" || AEAD_AES_128_CBC_HMAC_SHA_256(JSON)`` under
+``derive_key(secret, "v3 peers")``, with its own key as associated data. An attacker with
+bucket write access cannot forge a record or move one to another key, and a replayed old
+record of a node only repeats that node's old address until its authenticated expiry: the
+worst they can do is deny service.
 
 Reading scales with the fleet: listing the prefix (1000 keys per request) yields every node id,
 which is all the rendezvous order needs; only the first few live nodes (the ones that read from
@@ -21,7 +21,6 @@ reader reads (``share_of``), who covers a reader that falls behind or dies (``he
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -31,10 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distsync.crypto.aead import CbcHmacAead
-from distsync.crypto.keys import derive_key
 from distsync.errors import DistsyncError, FormatError, IntegrityError, NotFoundError
 from distsync.fsutil import atomic_output, local_io_error
+from distsync.sealed import RecordKind, open_sealed, seal_record_body
 from distsync.storage.base import Store
 from distsync.transfer.parallel import ordered_map
 
@@ -54,7 +52,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"DSP3"
+PEER_RECORD = RecordKind(
+    magic=b"DSP3", purpose="v3 peers", label=b"distsync v3 peer", noun="peer record", max_size=4096
+)
 PEERS_DIR = "peers/"
 _NODE_ID_LEN = 32  # hex characters: 128 random bits
 _SPARE = 4  # records read beyond the first few, in case some of those are dead
@@ -77,14 +77,6 @@ class PeerRecord:
         return (self.host, self.port)
 
 
-def _aead(secret: bytes) -> CbcHmacAead:
-    return CbcHmacAead.draft(derive_key(secret, "v3 peers"))
-
-
-def _associated_data(key: str) -> bytes:
-    return b"distsync v3 peer\x00" + key.encode("utf-8")
-
-
 def seal_record(secret: bytes, key: str, record: PeerRecord) -> bytes:
     body = {
         "node": record.node,
@@ -92,17 +84,13 @@ def seal_record(secret: bytes, key: str, record: PeerRecord) -> bytes:
         "port": record.port,
         "expires": record.expires,
     }
-    raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return MAGIC + _aead(secret).seal(raw, _associated_data(key))
+    return seal_record_body(PEER_RECORD, secret, key, body)
 
 
 def open_record(secret: bytes, key: str, data: bytes) -> PeerRecord:
     """Verify the record stored at ``key``; IntegrityError/FormatError if it is not genuine."""
-    if not data.startswith(MAGIC):
-        raise FormatError(f"{key}: not a distsync peer record")
-    body = _aead(secret).open(data[len(MAGIC) :], _associated_data(key))
+    raw = open_sealed(PEER_RECORD, secret, key, data)
     try:
-        raw = json.loads(body)
         record = PeerRecord(str(raw["node"]), str(raw["host"]), int(raw["port"]), raw["expires"])
     except (ValueError, KeyError, TypeError):
         raise FormatError(f"{key}: authenticated peer record is malformed") from None
