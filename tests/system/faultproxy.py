@@ -4,7 +4,8 @@ It forwards every request to the upstream server unless a ``Fault`` rule matches
 answers an error itself (500, 503 SlowDown), resets the connection (before the response or
 after part of its body), or stalls (holds the connection silent for longer than the client's
 read timeout). Rules fire a given number of times, first match wins; ``counts`` records what
-was forwarded and what was done, so a test can prove that its faults really happened.
+was forwarded and what was done, so a test can prove that its faults really happened, and
+``counts["body bytes"]`` how many response body bytes went back to the client.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class FaultProxy:
                     return fault
             return None
 
+    def sent(self, count: int) -> None:
+        with self._lock:
+            self.counts["body bytes"] += count
+
     def start(self) -> FaultProxy:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="faultproxy", daemon=True
@@ -175,10 +180,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.after is not None:
             self.wfile.write(data[: min(fault.after, max(len(data) - 1, 0))])
+            self.owner.sent(min(fault.after, max(len(data) - 1, 0)))
             self.wfile.flush()
             self._break(fault)
             return
         self.wfile.write(data)
+        self.owner.sent(len(data))
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _serve
 
