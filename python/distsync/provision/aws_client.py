@@ -210,7 +210,7 @@ def lookup(clients: AwsClients, what: str, fn: Callable[..., T], /, **kwargs: An
     try:
         return fn(**kwargs)
     except ClientError as exc:
-        if is_not_found(exc) and _not_offered(exc, clients.endpoint, _api_of(fn)) is None:
+        if is_not_found(exc):
             return None
         raise translate(what, exc, clients.endpoint, _api_of(fn)) from None
     except (BotoCoreError, ResponseParserError) as exc:
