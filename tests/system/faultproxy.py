@@ -5,7 +5,8 @@ answers an error itself (500, 503 SlowDown), resets the connection (before the r
 after part of its body), or stalls (holds the connection silent for longer than the client's
 read timeout). Rules fire a given number of times, first match wins; ``counts`` records what
 was forwarded and what was done, so a test can prove that its faults really happened, and
-``counts["body bytes"]`` how many response body bytes went back to the client.
+``counts["body bytes"]`` how many response body bytes the server sent for the client (all
+of them, even if the client hung up before reading them).
 """
 
 from __future__ import annotations
@@ -172,6 +173,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._break(fault)  # before any response byte
             return
         status, reason, headers, data = self._forward(body)
+        # Counted before the client sees a byte of the answer, so a test that looks right after
+        # its request finds it: all the server sent, even if the client hangs up unread.
+        self.owner.sent(len(data))
         self.send_response_only(status, reason)
         for name, value in headers:
             self.send_header(name, value)
@@ -180,12 +184,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.after is not None:
             self.wfile.write(data[: min(fault.after, max(len(data) - 1, 0))])
-            self.owner.sent(min(fault.after, max(len(data) - 1, 0)))
             self.wfile.flush()
             self._break(fault)
             return
         self.wfile.write(data)
-        self.owner.sent(len(data))
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _serve
 
