@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else "%(asctime)s distsync %(levelname)s %(message)s",
     )
     # boto3 announces where it found credentials at INFO: noise on a user's terminal.
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "swiftclient", "keystoneauth"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
