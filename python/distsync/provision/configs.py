@@ -7,6 +7,7 @@ one without the other), and never silently overwritten.
 from __future__ import annotations
 
 import contextlib
+import getpass
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,11 @@ REGIONS = (
 )
 
 
-def fill_in_interactively(options: SetupOptions, ask: Callable[[str], str] = input) -> None:
+def fill_in_interactively(
+    options: SetupOptions,
+    ask: Callable[[str], str] = input,
+    ask_secret: Callable[[str], str] = getpass.getpass,
+) -> None:
     """Prompt for every answer not given as a flag (the seed's "answer the prompts")."""
 
     def prompt(question: str, default: str) -> str:
@@ -55,10 +60,12 @@ def fill_in_interactively(options: SetupOptions, ask: Callable[[str], str] = inp
 
     print("distsync setup: answer the prompts (Enter keeps the default in brackets).")
     if options.storage is None:
-        options.storage = prompt("Storage (local or s3)", "local").lower()
+        options.storage = prompt("Storage (local, s3 or swift)", "local").lower()
     if options.storage == "local":
         if options.bucket is None:
             options.bucket = prompt("Directory that plays the bucket", DEFAULT_LOCAL_BUCKET)
+    elif options.storage == "swift":
+        _fill_in_swift(options, prompt, ask_secret)
     else:
         if options.region is None:
             print("Regions: " + ", ".join(REGIONS))
@@ -75,6 +82,26 @@ def fill_in_interactively(options: SetupOptions, ask: Callable[[str], str] = inp
         options.output_dir = prompt(
             "Directory the servers install artifacts into", DEFAULT_OUTPUT_DIR
         )
+
+
+def _fill_in_swift(
+    options: SetupOptions, prompt: Callable[[str, str], str], ask_secret: Callable[[str], str]
+) -> None:
+    swift = options.swift
+    if not swift.auth_url:
+        swift.auth_url = prompt("Swift login URL (tempauth/Rackspace v1, or Keystone v3)", "")
+    if not swift.username:
+        swift.username = prompt("Identity setup and the uploader use (e.g. account:user)", "")
+    if swift.username and not swift.key:
+        swift.key = ask_secret(f"Key or password of {swift.username}: ") or None
+    if options.bucket is None:
+        options.bucket = prompt("Container", f"distsync-{new_setup_id()}")
+    if swift.daemon_username is None:
+        swift.daemon_username = (
+            prompt("Read-only identity for the daemons (empty: the uploader's)", "") or None
+        )
+    if swift.daemon_username and not swift.daemon_key:
+        swift.daemon_key = ask_secret(f"Key or password of {swift.daemon_username}: ") or None
 
 
 def render_config(values: dict[str, Any]) -> str:

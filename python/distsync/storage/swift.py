@@ -20,7 +20,7 @@ Large objects are streamed as a Static Large Object: the caller's writes fill se
 full segments upload on a small thread pool, and a fixed budget of buffers bounds memory; the
 manifest is written on ``commit`` and makes the object visible at once. Segments grow with the
 object (its size is unknown while streaming) so that Swift's 1,000-segment manifest limit is
-reached only past 49 GiB with 8 MiB segments.
+reached only past 48 GiB with 8 MiB segments.
 
 ``create`` sends ``If-None-Match: *``. Swift honours it (412 when the key exists) but does not
 make it atomic: two racing creates of the same key can both succeed. The log's design for
@@ -30,6 +30,7 @@ such stores is chosen from ``distsync.storage.probe`` (DESIGN §9).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import queue
@@ -46,11 +47,14 @@ from distsync.config import Config, SwiftCreds
 from distsync.errors import ConfigError, FormatError, NotFoundError, StorageError
 
 __all__ = [
+    "DAEMONS_SUFFIX",
     "DAEMON_SUBTREES",
     "DEFAULT_SEGMENT_SIZE",
     "MAX_SEGMENTS",
+    "SEGMENTS_SUFFIX",
     "ObjectTooLarge",
     "SwiftStore",
+    "connector_for",
     "segment_size_for",
 ]
 
@@ -79,7 +83,7 @@ def segment_size_for(number: int, base: int = DEFAULT_SEGMENT_SIZE) -> int:
     """Size of SLO segment ``number`` (1-based): doubling every 200 segments, 16x at most.
 
     With 8 MiB segments: 1.6 GiB in 8 MiB segments, 11 GiB within 32 MiB ones, and 1,000
-    segments hold 49.6 GiB.
+    segments hold 48.4 GiB (49,600 MiB).
     """
     return base << min((number - 1) // _SEGMENTS_PER_TIER, _MAX_GROWTH)
 
@@ -209,6 +213,18 @@ class _Connector:
         return self.creds.username
 
 
+def connector_for(
+    creds: SwiftCreds,
+    path: object,
+    *,
+    timeout: float = 30.0,
+    retries: int = 4,
+    backoff: float = 0.5,
+) -> _Connector:
+    """Connections for ``creds``; ``path`` names the config in errors about it."""
+    return _Connector(creds, timeout=timeout, retries=retries, backoff=backoff, path=path)
+
+
 # -- the store -----------------------------------------------------------------------------
 
 
@@ -225,8 +241,10 @@ class SwiftStore:
         upload_workers: int = 4,
         read_attempts: int = 5,
         retry_base_delay: float = 0.2,
+        list_page: int = _LIST_PAGE,
     ) -> None:
         self._connector = connector
+        self.list_page = list_page
         self.container = container
         self.segments_container = container + SEGMENTS_SUFFIX
         self.daemons_container = container + DAEMONS_SUFFIX
@@ -250,8 +268,8 @@ class SwiftStore:
     ) -> SwiftStore:
         if cfg.swift is None:
             raise cfg.error("SwiftCreds", 'is required by Storage = "Swift"')
-        connector = _Connector(
-            cfg.swift, timeout=timeout, retries=retries, backoff=backoff, path=cfg.path
+        connector = connector_for(
+            cfg.swift, cfg.path, timeout=timeout, retries=retries, backoff=backoff
         )
         return cls(connector, cfg.storage_bucket, prefix=cfg.prefix, **kwargs)
 
@@ -371,18 +389,28 @@ class SwiftStore:
         return int(head["content-length"])
 
     def delete(self, key: str) -> None:
-        """Remove ``key`` (and an SLO's segments); a missing key is not an error."""
+        """Remove ``key``, with its segments if it is a Static Large Object; a missing key is
+        not an error. (Swift answers 200 to a segment-deleting DELETE of a plain object and
+        keeps it, hence the HEAD first.)"""
         from swiftclient.exceptions import ClientException
 
         container = self.container_for(key)
         conn = self._connector.get()
         try:
+            head = conn.head_object(container, key)
+            if str(head.get("x-static-large-object", "")).lower() != "true":
+                conn.delete_object(container, key)
+                return
             conn.delete_object(container, key, query_string="multipart-manifest=delete")
+            # That is a bulk delete: it answers 200 even when it failed, so look again.
+            conn.head_object(container, key)
         except ClientException as exc:
             if exc.http_status != 404:
                 raise self.error("delete", key, exc) from None
+            return
         except Exception as exc:
             raise self.error("delete", key, exc) from None
+        raise StorageError(f"{self.description}: cannot delete {key}: it is still there")
 
     def changed(self, key: str, since: str | None) -> str | None:
         from swiftclient.exceptions import ClientException
@@ -432,7 +460,7 @@ class SwiftStore:
             conn = self._connector.get()
             try:
                 _headers, items = conn.get_container(
-                    container, prefix=prefix, marker=marker, limit=_LIST_PAGE
+                    container, prefix=prefix, marker=marker, limit=self.list_page
                 )
             except ClientException as exc:
                 if exc.http_status == 404:
@@ -562,6 +590,10 @@ def _keystone_error(exc: BaseException) -> str:
     if isinstance(exc, kx.ClientException):
         return type(exc).__name__
     return ""
+
+
+def _delete_object(conn: Any, *, container: str, name: str) -> None:
+    conn.delete_object(container, name)
 
 
 class SwiftWriter:
@@ -722,15 +754,14 @@ class SwiftWriter:
             self._failure = StorageError("aborted")  # segments not yet started skip upload
         self._finish()
         left = []
+        container = self._store.segments_container
         for number in sorted(self._segments):
             name = self._segment_name(number)
             try:
                 self._store.call(
                     "remove a segment of",
                     self._key,
-                    lambda conn, name=name: conn.delete_object(  # type: ignore[misc]
-                        self._store.segments_container, name
-                    ),
+                    functools.partial(_delete_object, container=container, name=name),
                 )
             except NotFoundError:
                 continue
