@@ -4,12 +4,13 @@
 object and proxy servers (``bind_ip = 127.0.0.1``, ``workers = 0``, devices in the temp dir,
 ``mount_check = false``), starts its own memcached on a private port (tempauth keeps tokens
 there and answers 503 without it), starts the four servers and waits for ``/healthcheck`` and
-a working login. The proxy pipeline has tempauth, s3api, tempurl, SLO and DLO. Two tempauth
-users share the account ``test``:
+a working login. The proxy pipeline has tempauth, s3api, tempurl, SLO and DLO. Three
+tempauth users share the account ``test``:
 
 - ``test:tester`` (``.admin``): the account's owner; setup and uploads run as it;
 - ``test:reader`` (no groups): reaches nothing until a container ACL names it — the daemon's
-  read-only identity.
+  read-only identity;
+- ``test:operator`` (``.admin``): a second admin, which setup must refuse as a daemon identity.
 
 ``stop()`` terminates every process (kill after a grace period), also when a test failed.
 Swift always reads ``/etc/swift/swift.conf`` (the hash suffix); the package ships one.
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN",
+    "OPERATOR",
     "PACKAGES",
     "READER",
     "SwiftServer",
@@ -83,6 +85,8 @@ class SwiftUser:
 
 ADMIN = SwiftUser("test", "tester", "testing")
 READER = SwiftUser("test", "reader", "reading-only")
+# A second admin of the account: what a daemon identity must not be.
+OPERATOR = SwiftUser("test", "operator", "operating")
 
 
 def _missing() -> list[str]:
@@ -137,8 +141,8 @@ def _free_ports(count: int) -> list[int]:
 
 def _proxy_conf(port: int, memcached: int, common: str) -> str:
     users = "\n".join(
-        f"user_{u.account}_{u.user} = {u.key}{' .admin' if u is ADMIN else ''}"
-        for u in (ADMIN, READER)
+        f"user_{u.account}_{u.user} = {u.key}{'' if u is READER else ' .admin'}"
+        for u in (ADMIN, READER, OPERATOR)
     )
     return f"""\
 [DEFAULT]
@@ -429,3 +433,9 @@ class SwiftServer:
         if status != 200:
             raise RuntimeError(f"listing {container} answered HTTP {status}")
         return [item["name"] for item in json.loads(data)]
+
+
+if __name__ == "__main__":
+    # `python3 tests/system/swiftserver.py` (as root): install the packages, as .ci/run does.
+    ensure_installed()
+    print("swift: " + ", ".join(PACKAGES) + " installed")

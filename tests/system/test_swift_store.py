@@ -51,7 +51,13 @@ def config_for(auth_url: str, container: str, tmp: Path) -> Config:
 
 
 def store_for(
-    auth_url: str, container: str, tmp: Path, *, timeout: float = 10.0, retries: int = 3, **kw: object
+    auth_url: str,
+    container: str,
+    tmp: Path,
+    *,
+    timeout: float = 10.0,
+    retries: int = 3,
+    **kw: object,
 ) -> SwiftStore:
     kw.setdefault("segment_size", SEGMENT)
     kw.setdefault("retry_base_delay", 0.05)
@@ -322,9 +328,7 @@ def test_errors_resets_and_stalls_on_ranged_gets_are_retried(
     assert (swift_proxy.counts["reset"], swift_proxy.counts["stall"]) == (2, 2)
 
 
-def test_a_stalled_segment_upload_is_retried(
-    proxied: SwiftStore, swift_proxy: FaultProxy
-) -> None:
+def test_a_stalled_segment_upload_is_retried(proxied: SwiftStore, swift_proxy: FaultProxy) -> None:
     swift_proxy.add(Fault("stall", method="PUT", path_contains="/00000001", stall=30))
     swift_proxy.add(Fault("reset", method="PUT", path_contains="/00000003"))
     data = os.urandom(3 * SEGMENT)

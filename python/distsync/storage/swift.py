@@ -275,7 +275,7 @@ class SwiftStore:
 
     def identity(self) -> str:
         """How container ACLs name the identity this store logs in as."""
-        self.call("log in to", "", lambda conn: conn.head_account())
+        self.call("log in", "", _log_in)
         return self._connector.identity()
 
     # -- routing and errors ---------------------------------------------------------------
@@ -590,6 +590,10 @@ def _keystone_error(exc: BaseException) -> str:
     if isinstance(exc, kx.ClientException):
         return type(exc).__name__
     return ""
+
+
+def _log_in(conn: Any) -> None:
+    conn.url, conn.token = conn.get_auth()
 
 
 def _delete_object(conn: Any, *, container: str, name: str) -> None:
