@@ -9,10 +9,10 @@ plain HTTP with the daemon's own token.
 from __future__ import annotations
 
 import stat
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from distsync.config import load_config
 from distsync.errors import StorageError
 from distsync.provision import SetupOptions, SwiftSetup, setup_in_place
