@@ -15,7 +15,7 @@ import pytest
 import tomllib
 from distsync.config import load_config
 from distsync.errors import StorageError
-from distsync.provision import SetupOptions, SwiftSetup, setup_in_place
+from distsync.provision import SetupOptions, SwiftSetup, fill_in_interactively, setup_in_place
 from distsync.provision.swift import container_acls
 from distsync.storage.swift import SwiftStore
 from swiftfleet import SwiftFleet, artifact, setup_env
@@ -186,3 +186,33 @@ def test_the_default_container_name_is_fresh(fleet: SwiftFleet) -> None:
     assert fleet.server.call("HEAD", name)[0] == 204
     for suffix in ("", "_segments", "_daemons"):
         assert fleet.server.call("DELETE", name + suffix)[0] == 204
+
+
+def test_the_prompts_ask_for_a_swift_setup_and_hide_keys() -> None:
+    answers = iter(["swift", "https://swift.example/auth/v1.0", "acct:ci", "", "acct:fleet", ""])
+    secrets = iter(["ci-key", "fleet-key"])
+    asked: list[str] = []
+
+    def ask(question: str) -> str:
+        asked.append(question)
+        return next(answers)
+
+    def ask_secret(question: str) -> str:
+        asked.append("secret: " + question)
+        return next(secrets)
+
+    options = SetupOptions()
+    fill_in_interactively(options, ask, ask_secret)
+    swift = options.swift
+    assert options.storage == "swift" and (options.bucket or "").startswith("distsync-")
+    assert (swift.auth_url, swift.username, swift.key) == (
+        "https://swift.example/auth/v1.0",
+        "acct:ci",
+        "ci-key",
+    )
+    assert (swift.daemon_username, swift.daemon_key) == ("acct:fleet", "fleet-key")
+    assert [q for q in asked if q.startswith("secret: ")] == [
+        "secret: Key or password of acct:ci: ",
+        "secret: Key or password of acct:fleet: ",
+    ]
+    assert options.output_dir == "~/distsync"  # Enter keeps the default
