@@ -139,6 +139,15 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+# Swift's defaults (0.5 s to connect between servers, 3-10 s per answer) turn a busy
+# 2-core CI machine into 503s; a test server on loopback can wait.
+_TIMEOUTS = """\
+conn_timeout = 10
+node_timeout = 60
+recoverable_node_timeout = 60
+"""
+
+
 def _proxy_conf(port: int, memcached: int, common: str) -> str:
     users = "\n".join(
         f"user_{u.account}_{u.user} = {u.key}{'' if u is READER else ' .admin'}"
@@ -157,7 +166,7 @@ pipeline = {" ".join(_PIPELINE)}
 use = egg:swift#proxy
 account_autocreate = true
 allow_account_management = true
-
+{_TIMEOUTS}
 [filter:tempauth]
 use = egg:swift#tempauth
 {users}
@@ -210,7 +219,7 @@ pipeline = {server}-server
 
 [app:{server}-server]
 use = egg:swift#{server}
-
+{_TIMEOUTS}
 [{server}-replicator]
 [{server}-updater]
 [{server}-auditor]
@@ -336,10 +345,11 @@ class SwiftServer:
             with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
                 if self._request("GET", "/healthcheck")[0] == 200:
                     token = self.token(ADMIN)
-                    status, _ = self._request(
-                        "HEAD", f"/v1/AUTH_{ADMIN.account}", {"X-Auth-Token": token}
-                    )
-                    if 200 <= status < 300:
+                    # A container round trip: the account exists (autocreated) once it works.
+                    path = f"/v1/AUTH_{ADMIN.account}/ready-check"
+                    status, _ = self._request("PUT", path, {"X-Auth-Token": token})
+                    if status in (201, 202):
+                        self._request("DELETE", path, {"X-Auth-Token": token})
                         return True
             time.sleep(0.2)
         return False
