@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import Self
 
+    from keystoneserver import KeystoneServer
+
 __all__ = [
     "ADMIN",
     "OPERATOR",
@@ -148,7 +150,39 @@ recoverable_node_timeout = 60
 """
 
 
-def _proxy_conf(port: int, memcached: int, common: str) -> str:
+def _keystone_filters(keystone: KeystoneServer, memcached: int) -> str:
+    from keystoneserver import RESELLER, SWIFT_SERVICE
+
+    return f"""
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = {keystone.auth_url}
+auth_url = {keystone.auth_url}
+auth_type = password
+project_domain_id = default
+user_domain_id = default
+project_name = {SWIFT_SERVICE.project}
+username = {SWIFT_SERVICE.name}
+password = {SWIFT_SERVICE.password}
+delay_auth_decision = True
+memcached_servers = 127.0.0.1:{memcached}
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+reseller_prefix = {RESELLER}
+operator_roles = admin, swiftoperator
+"""
+
+
+def _proxy_conf(
+    port: int, memcached: int, common: str, keystone: KeystoneServer | None = None
+) -> str:
+    pipeline = list(_PIPELINE)
+    if keystone is not None:
+        # tempauth keeps AUTH_ accounts, Keystone projects are KEY_. keystoneauth goes first:
+        # it always sets swift.authorize, tempauth replaces it only for its own tokens.
+        at = pipeline.index("tempauth")
+        pipeline[at:at] = ["authtoken", "keystoneauth"]
     users = "\n".join(
         f"user_{u.account}_{u.user} = {u.key}{'' if u is READER else ' .admin'}"
         for u in (ADMIN, READER, OPERATOR)
@@ -160,7 +194,7 @@ bind_port = {port}
 log_name = proxy
 
 [pipeline:main]
-pipeline = {" ".join(_PIPELINE)}
+pipeline = {" ".join(pipeline)}
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -204,7 +238,7 @@ use = egg:swift#proxy_logging
 
 [filter:listing_formats]
 use = egg:swift#listing_formats
-"""
+{_keystone_filters(keystone, memcached) if keystone is not None else ""}"""
 
 
 def _storage_conf(server: str, port: int, common: str) -> str:
@@ -229,8 +263,9 @@ use = egg:swift#{server}
 class SwiftServer:
     """One Swift node on loopback. ``endpoint`` is the proxy (``/auth/v1.0``, ``/v1/...``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keystone: KeystoneServer | None = None) -> None:
         self.root = Path(root)
+        self.keystone = keystone  # a running Keystone: logins to KEY_ accounts through it
         self.conf = self.root / "conf"
         self.logs = self.root / "logs"
         self.ports: dict[str, int] = {}
@@ -253,6 +288,13 @@ class SwiftServer:
 
     def start(self, timeout: float = 120.0) -> SwiftServer:
         ensure_installed()
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # __exit__ does not run when __enter__ fails
+            raise
+
+    def _start(self, timeout: float) -> SwiftServer:
         started = time.monotonic()
         for attempt in range(3):  # a free port can be taken between choosing and binding
             self._configure()
@@ -310,8 +352,12 @@ class SwiftServer:
                         f"swift-ring-builder {' '.join(args)}: {done.stdout!r} {done.stderr!r}"
                     )
         (self.conf / "proxy-server.conf").write_text(
-            _proxy_conf(self.ports["proxy"], self.ports["memcached"], common)
+            _proxy_conf(self.ports["proxy"], self.ports["memcached"], common, self.keystone)
         )
+        if self.keystone is not None:
+            from keystoneserver import RESELLER
+
+            self.keystone.set_object_store(f"{self.endpoint}/v1/{RESELLER}$(project_id)s")
 
     def _launch(self) -> None:
         memcached = ["memcached", "-l", "127.0.0.1", "-p", str(self.ports["memcached"]), "-U", "0"]

@@ -151,7 +151,7 @@ class _Connector:
             self._keystone_auth = v3.Password(
                 auth_url=creds.auth_url,
                 username=creds.username,
-                password=creds.password,
+                password=creds.password or "",  # never empty here: creds.keystone
                 project_name=creds.project_name,
                 user_domain_name=creds.user_domain_name,
                 project_domain_name=creds.project_domain_name,
