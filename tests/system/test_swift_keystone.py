@@ -20,6 +20,8 @@ from keystoneserver import CI, FLEET, KeystoneServer
 from swiftfleet import SwiftFleet, artifact
 from swiftserver import SwiftServer
 
+pytestmark = pytest.mark.slow  # Keystone takes about a minute to bootstrap
+
 
 @pytest.fixture(scope="module")
 def keystone_swift(
