@@ -276,7 +276,7 @@ class SwiftStore:
     def identity(self) -> str:
         """How container ACLs name the identity this store logs in as."""
         self.call("log in", "", _log_in)
-        return self._connector.identity()
+        return self.call("log in", "", lambda _conn: self._connector.identity())
 
     # -- routing and errors ---------------------------------------------------------------
 
