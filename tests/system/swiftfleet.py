@@ -93,7 +93,7 @@ class SwiftFleet:
         assert result.returncode == 0, result.stderr.decode()
         return result.stdout.decode()
 
-    def run_measured(self, *args: str, timeout: float = 600) -> tuple[int, str, int]:
+    def run_measured(self, *args: str) -> tuple[int, str, int]:
         """Run the CLI; (exit status, stderr, peak RSS in bytes) of that one process."""
         out = self.tmp / "measured.out"
         err = self.tmp / "measured.err"
@@ -107,9 +107,9 @@ class SwiftFleet:
             )
         try:
             _pid, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
-        except BaseException:
+        except BaseException:  # e.g. pytest-timeout: do not leave the process running
             process.kill()
-            process.wait(timeout)
+            process.wait(30)
             raise
         process.returncode = os.waitstatus_to_exitcode(status)
         return process.returncode, err.read_text(errors="replace"), usage.ru_maxrss * 1024

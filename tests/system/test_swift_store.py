@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -280,9 +281,9 @@ def test_segment_sizes_grow_so_huge_artifacts_fit_the_manifest_limit() -> None:
 
 
 @pytest.fixture
-def swift_proxy(swift_server: SwiftServer) -> FaultProxy:
+def swift_proxy(swift_server: SwiftServer) -> Iterator[FaultProxy]:
     with FaultProxy(swift_server.endpoint) as proxy:
-        yield proxy  # type: ignore[misc]
+        yield proxy
 
 
 @pytest.fixture
