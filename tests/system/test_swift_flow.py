@@ -11,13 +11,15 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from distsync.crypto.secret import generate_secret
 from swiftfleet import SwiftFleet, artifact
 from swiftserver import SwiftServer
 
@@ -181,3 +183,52 @@ def test_a_200_mib_artifact_goes_up_as_an_slo_with_bounded_memory(fleet: SwiftFl
     assert upload_peak - baseline < 100 * MiB, report
     assert daemon_peak - baseline < 100 * MiB, report
     os.unlink(source)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """Listens and never accepts: connections complete in the kernel's backlog, requests are
+    never answered."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield int(listener.getsockname()[1])
+
+
+def test_sigterm_with_a_swift_that_never_answers(tmp_path: Path, silent_server: int) -> None:
+    """The login itself hangs (swiftclient's timeout x retries would take minutes): the
+    daemon still stops promptly, as systemd expects."""
+    config = tmp_path / "distsyncd.toml"
+    config.write_text(
+        f'SharedSecret = "{generate_secret()}"\nStorageBucket = "c"\nStorage = "Swift"\n'
+        f'OutputDir = "{tmp_path / "out"}"\nStateDir = "{tmp_path / "state"}"\n'
+        "PollInterval = 1\nPollJitter = 0\n[SwiftCreds]\n"
+        f'AuthURL = "http://127.0.0.1:{silent_server}/auth/v1.0"\n'
+        'Username = "test:reader"\nAPIKey = "k"\n'
+    )
+    config.chmod(0o600)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distsync", "daemon", "-c", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, HOME=str(tmp_path)),
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "watching Swift container" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline()  # started: the signal handlers are in place
+        time.sleep(2)  # well into the first (hanging) login
+        assert proc.poll() is None
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, seen + err
+    assert elapsed < 10, f"took {elapsed:.1f} s to stop"
+    assert "received SIGTERM" in err and "Traceback" not in seen + err
