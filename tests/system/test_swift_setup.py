@@ -202,7 +202,7 @@ def test_the_prompts_ask_for_a_swift_setup_and_hide_keys() -> None:
         return next(secrets)
 
     options = SetupOptions()
-    fill_in_interactively(options, ask, ask_secret)
+    fill_in_interactively(options, ask, ask_secret=ask_secret)
     swift = options.swift
     assert options.storage == "swift" and (options.bucket or "").startswith("distsync-")
     assert (swift.auth_url, swift.username, swift.key) == (
