@@ -256,7 +256,12 @@ def find_missing(
         if not first_visit and not new_extras:
             continue
         for line in wheel.requires():
-            dependency = Requirement(line)
+            try:
+                dependency = Requirement(line)
+            except InvalidRequirement:
+                raise WheelhouseError(
+                    f"{wheel.path.name} requires {line!r}, which is not valid"
+                ) from None
             wanted = ["", *sorted(extras_done[name])]
             if dependency.marker is None or any(
                 dependency.marker.evaluate(dict(environment, extra=extra)) for extra in wanted
