@@ -11,6 +11,8 @@ help:
 	@echo "make test        lint, type-check and run every test (what CI runs; root for test-systemd)"
 	@echo "make bench       run the benchmarks in bench/ (not tests)"
 	@echo "make lock        re-pin requirements/test.txt from requirements/test.in"
+	@echo "make wheelhouse  wheels for offline fleet installs, e.g. PYTHONS=\"3.11 3.13\" TORRENT=1"
+	@echo "make release     the collection tarball and the engine's wheel and sdist in dist/"
 
 $(STAMP): requirements/test.txt python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
