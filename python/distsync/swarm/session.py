@@ -253,7 +253,10 @@ class Swarm:
         if self.port and now - self._published >= self.settings.peer_ttl / 3:
             try:
                 self.book.publish(self.address, self.port, self.settings.peer_ttl)
+                first = self._published < 0
                 self._published = now
+                if first:
+                    log.info("peer record published: %s port %d", self.address, self.port)
             except Interrupted:
                 raise
             except DistsyncError as exc:
