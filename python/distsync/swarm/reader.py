@@ -33,13 +33,20 @@ class ShareReader:
     seed cover its pieces); anything libtorrent raises is left to the owner."""
 
     def __init__(
-        self, store: Store, key: str, meta: TorrentMeta, share: range, handle: Any
+        self,
+        store: Store,
+        key: str,
+        meta: TorrentMeta,
+        share: range,
+        handle: Any,
+        query_pieces: int,
     ) -> None:
         self._store = store
         self._key = key
         self._meta = meta
         self._share = share
         self._handle = handle
+        self._query_pieces = query_pieces  # libtorrent's status flag for the have-bitfield
 
     def run(self, cancelled: threading.Event) -> int:
         store = interruptible(self._store, cancelled.is_set)
@@ -84,9 +91,13 @@ class ShareReader:
         plan = HelpPlan(self._share.step, self._share.start, time.monotonic())
         handle = self._handle
         while not cancelled.is_set():
+            have = list(handle.status(self._query_pieces).pieces)  # one call, not one a piece
             queued = (block["piece_index"] for block in handle.get_download_queue())
             missing = unclaimed(
-                self._meta.piece_count, self._available(), queued, handle.have_piece
+                self._meta.piece_count,
+                self._available(),
+                queued,
+                lambda piece: piece < len(have) and bool(have[piece]),
             )
             if not missing:
                 break

@@ -297,7 +297,9 @@ class Swarm:
             self._connect(job, found.records)
         reader = None
         if share:
-            body = ShareReader(store, job.key, job.meta, share, job.handle)
+            body = ShareReader(
+                store, job.key, job.meta, share, job.handle, self.lt.torrent_handle.query_pieces
+            )
             reader = OwnedThread("distsync-swarm-reader", body.run).start()
         clock = WebSeedClock(wait, self.settings.stall_seconds, time.monotonic())
         records = found.records
