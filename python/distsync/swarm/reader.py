@@ -91,14 +91,11 @@ class ShareReader:
         plan = HelpPlan(self._share.step, self._share.start, time.monotonic())
         handle = self._handle
         while not cancelled.is_set():
+            count = self._meta.piece_count
             have = list(handle.status(self._query_pieces).pieces)  # one call, not one a piece
+            have += [False] * (count - len(have))
             queued = (block["piece_index"] for block in handle.get_download_queue())
-            missing = unclaimed(
-                self._meta.piece_count,
-                self._available(),
-                queued,
-                lambda piece: piece < len(have) and bool(have[piece]),
-            )
+            missing = unclaimed(count, self._available(), queued, have.__getitem__)
             if not missing:
                 break
             piece = plan.next(missing, time.monotonic())
