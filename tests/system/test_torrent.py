@@ -105,12 +105,12 @@ class CountingRelay:
 
 
 def _config_text(
-    secret: str, bucket: str, endpoint: str, home: Path, storage: str = "S3+BitTorrent"
+    secret: str, bucket: str, endpoint: str, home: Path, poll_interval: float = 0.2
 ) -> str:
     return (
-        f'SharedSecret = "{secret}"\nStorageBucket = "{bucket}"\nStorage = "{storage}"\n'
+        f'SharedSecret = "{secret}"\nStorageBucket = "{bucket}"\nStorage = "S3+BitTorrent"\n'
         f'OutputDir = "{home}/out"\nStateDir = "{home}/state"\nChunkSize = {CHUNK}\n'
-        "PollInterval = 0.2\nPollJitter = 0.1\n"
+        f"PollInterval = {poll_interval}\nPollJitter = 0.1\n"
         f'[AwsCreds]\nAccessKey = "{ACCESS_KEY}"\nSecretKey = "{SECRET_KEY}"\n'
         f'Endpoint = "{endpoint}"\n'
     )
@@ -128,18 +128,26 @@ class Fleet:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.homes: list[Path] = []
 
-    def config(self, name: str, keys: str = TEST_KEYS, endpoint: str | None = None) -> Path:
+    def config(
+        self, name: str, keys: str = TEST_KEYS, endpoint: str | None = None, poll: float = 0.2
+    ) -> Path:
         home = self.tmp / name
         home.mkdir(parents=True, exist_ok=True)
         path = home / "distsync.toml"
-        text = _config_text(self.secret, self.bucket.name, endpoint or self.endpoint, home)
+        text = _config_text(self.secret, self.bucket.name, endpoint or self.endpoint, home, poll)
         path.write_text(keys + text)  # top-level keys go before the [AwsCreds] table
         path.chmod(0o600)
         return path
 
-    def start(self, name: str, keys: str = TEST_KEYS, env: dict[str, str] | None = None) -> Path:
+    def start(
+        self,
+        name: str,
+        keys: str = TEST_KEYS,
+        env: dict[str, str] | None = None,
+        poll: float = 0.2,
+    ) -> Path:
         """``distsync daemon`` with ``keys`` (the Torrent* settings) in its config."""
-        cfg = self.config(name, keys)
+        cfg = self.config(name, keys, poll=poll)
         home = cfg.parent
         log = open(home / "daemon.log", "wb")  # noqa: SIM115 - the process owns it
         environment = dict(os.environ, HOME=str(home), **(env or {}))
@@ -355,6 +363,22 @@ def test_a_reader_that_never_shows_up_is_covered_by_the_others(
     helped = [int(n) for n in re.findall(r"read (\d+) pieces of others' shares", logs)]
     assert sum(helped) >= version.manifest.object_size // (4 * MIN_PIECE) - 1, logs
     assert "web seed added" not in logs and "by ranged GETs" not in logs, logs
+
+
+@needs_libtorrent
+def test_news_travels_peer_to_peer_faster_than_a_slow_poll(
+    tmp_path: Path, bucket: Bucket, fleet: Fleet
+) -> None:
+    """One daemon polls every 0.2 s, the other every 10 minutes: the first to notice knocks
+    on the other's TorrentPort, and that one looks at once."""
+    quick = fleet.start("quick")
+    slow = fleet.start("slow", poll=600)
+    _wait_for(lambda: _peer_count(bucket) == 2, 30, "both peer records")
+    time.sleep(1)  # the slow daemon's first cycle is over: its next poll is 10 minutes away
+    data = os.urandom(2 * MiB)
+    (tmp_path / "app.bin").write_bytes(data)
+    fleet.upload(tmp_path / "app.bin")
+    fleet.wait_installed("app.bin", data, [quick, slow], timeout=30)
 
 
 @needs_libtorrent

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
+import selectors
 import socket
 import threading
 import time
@@ -47,7 +49,7 @@ from distsync.swarm.settings import TorrentSettings
 from distsync.threads import OwnedThread, interruptible
 from distsync.transfer.fetch import FetchResult, Interrupted, fetch_version
 
-__all__ = ["Swarm", "default_address", "open_swarm"]
+__all__ = ["Swarm", "default_address", "knock", "open_swarm"]
 
 log = logging.getLogger("distsync.swarm")
 
@@ -58,6 +60,7 @@ _PEER_SAMPLE = 40  # records read besides the S3 readers': a random, connected s
 _KEEP_PARTIAL = 86400.0  # a crashed daemon's copy is resumed within this long, then deleted
 _JOIN = 10.0  # seconds an owned thread gets to end once cancelled (it needs far less)
 _NEWS_EVERY = 1.0  # at most one early poll per this many seconds on a peer's say-so
+_KNOCK_WAIT = 0.2  # seconds a knock waits for peers' connections to open
 _QUERY = re.compile(r"\?\S*")
 
 
@@ -295,6 +298,7 @@ class Swarm:
         )  # fmt: skip
         with libtorrent_errors("connect to peers"):
             self._connect(job, found.records)
+        knock([r.address for r in found.records if r.node != self.node], _KNOCK_WAIT)
         reader = None
         if share:
             body = ShareReader(
@@ -440,6 +444,36 @@ class Swarm:
                     log.warning("swarm: %s", _QUERY.sub("?…", alert.message()))
                 elif alert.category() & lt.alert.category_t.error_notification:
                     log.debug("swarm: %s", _QUERY.sub("?…", alert.message()))
+
+
+def knock(addresses: list[tuple[str, int]], wait: float) -> None:
+    """Open a TCP connection to each address and close it again: the news, peer to peer.
+
+    A peer's session sees an incoming connection and its daemon polls at once (``on_news``).
+    libtorrent would connect too, but only on its next once-a-second round; a knock takes one
+    round trip. Nothing is sent; addresses that do not answer within ``wait`` are let go.
+    """
+    pending: dict[int, socket.socket] = {}
+    with selectors.DefaultSelector() as selector:
+        for address in addresses:
+            try:
+                sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+            except OSError:
+                continue
+            sock.setblocking(False)
+            if sock.connect_ex(address) not in (0, errno.EINPROGRESS):
+                sock.close()
+                continue
+            selector.register(sock, selectors.EVENT_WRITE)
+            pending[sock.fileno()] = sock
+        deadline = time.monotonic() + wait
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for key, _events in selector.select(left):
+                sock = pending.pop(key.fd)
+                selector.unregister(sock)
+                sock.close()
+        for sock in pending.values():
+            sock.close()
 
 
 def default_address(endpoint: str | None) -> str:
