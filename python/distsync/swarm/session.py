@@ -213,8 +213,8 @@ class Swarm:
                 failure = thread.failure if thread is not None else None
                 if isinstance(failure, SwarmError):
                     raise failure
-                if failure is not None:  # a reader's libtorrent call, not a store failure
-                    raise SwarmError(f"libtorrent failed while reading from the store: {failure}")
+                if failure is not None:  # a libtorrent call (store failures end a reader quietly)
+                    raise SwarmError(f"libtorrent failed: {failure}") from failure
 
         def have(piece: int) -> bool:
             with libtorrent_errors("report a piece"):
