@@ -220,23 +220,27 @@ class Swarm:
             with libtorrent_errors("report a piece"):
                 return bool(job.handle.have_piece(piece))
 
+        ended = [False]
         try:
             try:
                 result = from_source(ArrivingCiphertext(job.path, meta, have, check))
             finally:  # the owned threads end before anything they use is torn down
-                self._end(watcher, "the swarm watcher")
-                if reader is not None and self._end(reader, "the share reader"):
+                ended[0] = self._end(watcher, "the swarm watcher")
+                if reader is not None:
+                    ended[0] &= self._end(reader, "the share reader")
                     with contextlib.suppress(BaseException):
                         log.info("read %d pieces of others' shares", reader.result())
         except SwarmError as exc:
             log.warning("%s; fetching version %s by ranged GETs", exc, version.version_id)
-            self._drop(meta.info_hash)
+            if ended[0]:  # else a thread may still use the torrent: it stays until close()
+                self._drop(meta.info_hash)
             return from_source(store)
         except IntegrityError as exc:
             # Every piece matched the manifest's hashes, so the upload itself is bad (or the
             # disk is): let the store's own copy give the verdict.
             log.warning("the swarm's copy failed verification (%s); reading the store", exc)
-            self._drop(meta.info_hash)
+            if ended[0]:
+                self._drop(meta.info_hash)
             return from_source(store)
         took = time.monotonic() - started
         log.info(
