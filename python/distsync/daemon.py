@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import math
 import random
 import signal
 import threading
@@ -57,6 +58,9 @@ _FULL_LIST_EVERY = 20
 _STOP_GRACE = 5.0
 # Store calls made after a stop request (withdrawing the peer record) get this long.
 _FAREWELL = 2.0
+# The main thread's longest wait. A signal may be delivered to any thread; its Python handler
+# runs only once the main thread wakes, so this bounds how late a stop request is seen.
+_WAKE_EVERY = 0.1
 
 
 @dataclass
@@ -243,10 +247,12 @@ class Daemon:
         """Wait PollInterval plus jitter, or less if a stop request or a peer's news comes."""
         delay = self.cfg.poll_interval + random.uniform(0, self.cfg.poll_jitter)
         deadline = time.monotonic() + delay
+        fed = -math.inf
         while not self.stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
-            if watchdog:
+            if watchdog and time.monotonic() - fed >= watchdog:
                 sdnotify.notify("WATCHDOG=1")  # resting is the daemon working as it should
-            if self._wake.wait(min(remaining, watchdog or 1.0, 1.0)):
+                fed = time.monotonic()
+            if self._wake.wait(min(remaining, _WAKE_EVERY)):
                 self._wake.clear()
                 break
 
@@ -257,12 +263,13 @@ class Daemon:
         worker: OwnedThread[CycleReport] = OwnedThread(
             "distsync-cycle", lambda _cancelled: self.cycle()
         ).start()
-        warned = False
-        while not worker.join(min(watchdog or 1.0, 1.0)) and not self.stop.is_set():
+        warned, fed = False, -math.inf
+        while not worker.join(_WAKE_EVERY) and not self.stop.is_set():
             now = time.monotonic()
             if self.heartbeat.fresh(now):
-                if watchdog:
+                if watchdog and now - fed >= watchdog:
                     sdnotify.notify("WATCHDOG=1")
+                    fed = now
                 warned = False
             elif not warned:
                 warned = True
