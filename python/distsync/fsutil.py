@@ -100,4 +100,3 @@ def atomic_output(dest: Path, mode: int = 0o644, *, part: Path | None = None) ->
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-
