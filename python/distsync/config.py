@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from distsync.crypto.secret import InvalidSecret, parse_secret
 from distsync.errors import ConfigError
+from distsync.release.config import ReleaseSpec, parse_releases
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -65,6 +66,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "ChunkSize": (int,),
     "Uploader": (str,),
     "Pin": (dict,),
+    "Release": (list,),
     "TorrentPort": (int,),
     "TorrentAddress": (str,),
     "TorrentSeedSeconds": (int, float),
@@ -130,6 +132,8 @@ class Config:
     torrent_web_seed_delay: float = 30.0
     torrent_stall_seconds: float = 60.0
     tracker_url: str | None = None
+    # [[Release]] tables (distsync.release).
+    releases: tuple[ReleaseSpec, ...] = ()
 
     def error(self, key: str | None, problem: str) -> ConfigError:
         return ConfigError(self.path, key, problem)
@@ -254,6 +258,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
                 raise fail(f"Pin.{name}", 'must be a version id from `distsync list`, e.g. "42"')
         values["pins"] = dict(raw["Pin"])
     values.update(_torrent(path, raw))
+    if "Release" in raw:
+        values["releases"] = parse_releases(path, raw["Release"])
     return Config(**values)
 
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from distsync import sdnotify
@@ -28,6 +29,8 @@ from distsync.fsutil import local_io_error, remove_stale_temps
 from distsync.hooks import run_hook
 from distsync.layout import Layout
 from distsync.manifest import Version
+from distsync.release.manager import Releases
+from distsync.release.state import ActivationOutcome
 from distsync.state import DaemonState, Installed, StateFile, plan_installs
 from distsync.storage.base import Store
 from distsync.transfer.fetch import Interrupted, fetch_version
@@ -48,6 +51,8 @@ _STOP_GRACE = 5.0
 class CycleReport:
     installed: list[Version] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # How each release activation of the cycle ended (healthy, or failed and why).
+    activations: list[ActivationOutcome] = field(default_factory=list)
 
 
 class Daemon:
@@ -61,6 +66,11 @@ class Daemon:
         self.state_file = StateFile(cfg.daemon_state_dir() / f"state-{ident.hexdigest()[:16]}.json")
         self._polls = 0
         self.swarm: Swarm | None = None  # Storage = "S3+BitTorrent", while run() runs
+        # [[Release]] names take the release path; the rest go to OutputDir.
+        self.releases = Releases(
+            cfg.releases, cfg.pins, hook_timeout=cfg.hook_timeout, stop=self.stop
+        )
+        self.pins = self.releases.plain_pins()
 
     # -- one cycle ----------------------------------------------------------------------
 
@@ -68,6 +78,7 @@ class Daemon:
         report = CycleReport()
         if self.swarm is not None:
             self.swarm.maintain()  # peer record, seeding windows
+        self._releases_local(report)
         state = self.state_file.load()
         try:
             tag = self.store.changed(self.catalog.layout.marker, state.marker_tag)
@@ -78,7 +89,8 @@ class Daemon:
         lost = self._forget_missing_files(state)
         full_list = self._polls % _FULL_LIST_EVERY == 0
         self._polls += 1
-        if tag is None and not (full_list or lost or state.retry or state.behind(self.cfg.pins)):
+        wanted = state.retry or state.behind(self.pins) or self.releases.needs_store()
+        if tag is None and not (full_list or lost or wanted):
             return report
         try:
             found, last_seq = self._collect(state, lost)
@@ -86,11 +98,13 @@ class Daemon:
             log.warning("cannot list new artifacts: %s", exc)
             report.failed.append(str(exc))
             return report
-        for version in plan_installs(state, found, self.cfg.pins):
+        plain = [v for v in found if not self.releases.claims(v.manifest.name)]
+        for version in plan_installs(state, plain, self.pins):
             if self.stop.is_set():
                 break
             self._install(state, version, report)
             self.state_file.save(state)
+        self._releases_from_store(found, report)
         state.last_seq = max(state.last_seq, last_seq)
         if tag is not None:
             state.marker_tag = tag
@@ -118,8 +132,8 @@ class Daemon:
                 log.warning("ignoring log entry %d: %s", entry.seq, entry.reason)
             else:
                 found.append(entry)
-        state.note_found(found)
-        extra = set(state.retry.values()) | set(state.behind(self.cfg.pins).values())
+        state.note_found(v for v in found if not self.releases.claims(v.manifest.name))
+        extra = set(state.retry.values()) | set(state.behind(self.pins).values())
         extra |= set(lost.values())
         for seq in sorted(extra - {v.seq for v in found}):
             try:
@@ -173,6 +187,29 @@ class Daemon:
         if self.cfg.on_update:
             run_hook(self.cfg.on_update, dest, version, self.cfg.hook_timeout)
 
+    # -- releases ([[Release]], distsync.release) ------------------------------------------
+
+    def _releases_local(self, report: CycleReport) -> None:
+        """Operator requests, crash recovery, switches to kept releases: no store needed."""
+        self.releases.local_pass()
+        self._report_activations(report)
+
+    def _releases_from_store(self, found: list[Version], report: CycleReport) -> None:
+        self.releases.note_found(found)
+        fetch = self.swarm.fetch if self.swarm is not None else fetch_version
+
+        def place(version: Version, dest: Path) -> object:
+            return fetch(self.store, self.cfg.secret, version, dest, should_stop=self.stop.is_set)
+
+        self.releases.store_pass(self.catalog.versions, self.catalog.read, place)
+        self._report_activations(report)
+
+    def _report_activations(self, report: CycleReport) -> None:
+        for outcome in self.releases.drain_outcomes():
+            report.activations.append(outcome)
+            if not outcome.healthy:
+                report.failed.append(f"{outcome.name} version {outcome.version}: {outcome.reason}")
+
     # -- the loop -----------------------------------------------------------------------
 
     def run(self, *, once: bool = False) -> int:
@@ -181,7 +218,7 @@ class Daemon:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise local_io_error("create", self.output_dir, exc) from None
-        with self._exclusive(), _stop_on_signals(self.stop), self._swarm():
+        with self._exclusive(), self.releases.managed(), _stop_on_signals(self.stop), self._swarm():
             for stale in remove_stale_temps(self.output_dir):
                 log.info("removed %s left by an interrupted install", stale.name)
             log.info("watching %s for %s", self.store.description, self.output_dir)
