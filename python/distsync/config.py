@@ -159,8 +159,12 @@ class Config:
         return path if path.is_absolute() else (self.path.parent / path)
 
 
+# Commands that act on a server, so they read the daemon's configuration by default.
+SERVER_COMMANDS = ("daemon", "releases", "rollback", "resume")
+
+
 def default_config_path(command: str) -> Path:
-    default = DEFAULT_DAEMON_CONFIG if command == "daemon" else DEFAULT_UPLOAD_CONFIG
+    default = DEFAULT_DAEMON_CONFIG if command in SERVER_COMMANDS else DEFAULT_UPLOAD_CONFIG
     return Path(os.path.expanduser(default))
 
 

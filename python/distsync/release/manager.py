@@ -249,6 +249,7 @@ class Releases:
         manifest, layout = version.manifest, slot.layout
         artifact = layout.incoming / manifest.name
         try:
+            started = time.monotonic()
             if not _has_sha256(artifact, manifest.sha256):  # a crash may have left it whole
                 fetch(version, artifact)
             temp = layout.new_temp_dir(version.seq, manifest.name)
@@ -259,6 +260,15 @@ class Releases:
                 raise
             layout.commit(temp, version.seq, manifest.name)
             artifact.unlink(missing_ok=True)
+            log.info(
+                "installed %s version %s sha256 %s %d bytes in %.2f s into %s",
+                manifest.name,
+                version.version_id,
+                manifest.sha256,
+                manifest.size,
+                time.monotonic() - started,
+                layout.release_path(version.seq, manifest.name),
+            )
             return True
         except Interrupted:
             log.info("stopped while fetching %s version %s", manifest.name, version.version_id)
@@ -330,13 +340,14 @@ class Releases:
             if result.ok or result.interrupted:
                 return result
             log.debug("HealthCheck attempt %d: %s", attempts, result.describe())
-            if time.monotonic() + _HEALTH_RETRY >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return CommandResult(
                     False,
                     f"{result.reason} ({attempts} attempts in {spec.health_timeout:g} s)",
                     result.output,
                 )
-            if self.stop.wait(_HEALTH_RETRY):
+            if self.stop.wait(min(_HEALTH_RETRY, remaining)):
                 return CommandResult(False, "stopped", interrupted=True)
 
     def _revert(self, slot: _Slot, activation: Activation, reason: str) -> None:
@@ -444,12 +455,13 @@ class Releases:
         for request in requests.pending(slot.layout):
             if isinstance(request, tuple):
                 request_id, problem = request
-                requests.answer(slot.layout, request_id, {"ok": False, "message": problem})
+                answer = {"ok": False, "refused": True, "message": problem}
+                requests.answer(slot.layout, request_id, answer)
                 continue
             try:
                 result = self._apply(slot, request)
             except DistsyncError as exc:
-                result = {"ok": False, "message": str(exc)}
+                result = {"ok": False, "refused": False, "message": str(exc)}
             result["release"] = describe(slot.spec, self.pins, slot.state)
             requests.answer(slot.layout, request.id, result)
 
@@ -458,6 +470,7 @@ class Releases:
         if pin is not None:
             return {
                 "ok": False,
+                "refused": True,
                 "message": f"{slot.spec.label} is held at version {pin} by a Pin in the "
                 "configuration; change the Pin instead",
             }
@@ -474,12 +487,14 @@ class Releases:
         if request.to is None:
             target = plan.previous(current[0] if current else None, kept, state.failed)
             if target is None:
-                return {"ok": False, "message": "no earlier release is kept to roll back to"}
+                message = "no earlier release is kept to roll back to"
+                return {"ok": False, "refused": True, "message": message}
         else:
             target = request.to
             if target not in kept and target not in state.known:
                 return {
                     "ok": False,
+                    "refused": True,
                     "message": f"version {target} is not a known version of {slot.spec.label}",
                 }
             # An operator's explicit choice is tried again, even after a failure.
@@ -490,7 +505,8 @@ class Releases:
         before = state.last
         self._reconcile(slot, None, None)
         if state.last is not before and state.last is not None and not state.last.healthy:
-            return {"ok": False, "message": f"version {target} failed: {state.last.reason}"}
+            message = f"version {target} failed: {state.last.reason}"
+            return {"ok": False, "refused": False, "message": message}
         if target not in layout.kept():
             return {"ok": True, "message": f"held at version {target}; fetching it from the store"}
         return {"ok": True, "message": f"current is version {target}, held"}
