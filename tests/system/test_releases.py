@@ -289,7 +289,7 @@ def wait_for_unpack(rel: Releases, daemon: Any, version: str) -> Path:
 
 
 def test_kill_9_during_unpack_leaves_current_complete(rel: Releases) -> None:
-    files = 4000
+    files = 6000
     v1 = rel.upload(1)
     assert rel.site.once().returncode == 0
     v2 = rel.upload(2, files=files)
