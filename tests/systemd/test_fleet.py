@@ -545,7 +545,7 @@ def test_role_deploys_a_release_and_its_health_check(deployed: Site) -> None:
             "dir": webapp,
             "keep": 2,
             "health_check": ["/bin/sh", "-c", 'test "$(cat health)" = ok'],
-            "health_timeout": 4,
+            "health_timeout": 10,
             "post_activate": [
                 "/bin/sh",
                 "-c",
@@ -585,37 +585,50 @@ def test_role_deploys_a_release_and_its_health_check(deployed: Site) -> None:
         )
         return json.loads(out)[0]  # type: ignore[no-any-return]
 
+    def journal() -> str:
+        return container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat", "-n", "60")
+
+    def settled(version: str, healthy: bool) -> bool:
+        """The activation of ``version`` has ended, as the daemon's own state says."""
+        last = releases_json()["last"]
+        return bool(last and last["version"] == version and last["healthy"] is healthy)
+
     v1 = deployed.upload(_webapp(deployed, 1, healthy=True)).split("\t")[1].split()[1]
-    wait_for("release 1 current", lambda: current() == f"releases/{v1}-webapp-1.tar.gz", 60)
+    wait_for("release 1 healthy", lambda: settled(v1, True), 60)
+    assert current() == f"releases/{v1}-webapp-1.tar.gz", journal()
     post = container.path(f"{webapp}/post.log")
     wait_for("PostActivate of release 1", post.exists, 30)
     assert post.read_text().split() == [v1, f"{webapp}/releases/{v1}-webapp-1.tar.gz"]
 
     v2 = deployed.upload(_webapp(deployed, 2, healthy=False)).split("\t")[1].split()[1]
-    wait_for(
-        "release 2 to fail its health check",
-        lambda: any(r["failed"] for r in releases_json()["releases"]),
-        60,
-    )
+    wait_for("release 2 to fail its health check", lambda: settled(v2, False), 90)
     row = releases_json()
     assert row["current"] == v1 and current() == f"releases/{v1}-webapp-1.tar.gz"
     failed = next(r for r in row["releases"] if r["failed"])
     assert failed["version"] == v2 and "HealthCheck exited 1" in failed["reason"]
-    journal = container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat")
-    assert f"webapp-2.tar.gz version {v2} failed: HealthCheck" in journal
+    assert f"webapp-2.tar.gz version {v2} failed: HealthCheck" in journal()
 
     v3 = deployed.upload(_webapp(deployed, 3, healthy=True)).split("\t")[1].split()[1]
-    wait_for("release 3 current", lambda: current() == f"releases/{v3}-webapp-3.tar.gz", 60)
+    wait_for("release 3 healthy", lambda: settled(v3, True), 60)
+    assert current() == f"releases/{v3}-webapp-3.tar.gz", journal()
     # An operator's rollback, as root, handed to the sandboxed daemon through its request queue.
-    out = container.run(
-        "/opt/distsync/venv/bin/distsync",
-        "rollback",
-        "-c",
-        "/etc/distsync/distsyncd.toml",
-        "webapp-3.tar.gz",
-        "--json",
+    rollback = sh(
+        [
+            "nsenter",
+            "-t",
+            str(container.leader),
+            "-a",
+            "/opt/distsync/venv/bin/distsync",
+            "rollback",
+            "-c",
+            "/etc/distsync/distsyncd.toml",
+            "webapp-3.tar.gz",
+            "--json",
+        ],
         timeout=120,
+        check=False,
     )
-    assert json.loads(out)[0]["held"] == v1
+    assert rollback.returncode == 0, f"{rollback.stderr}\n{journal()}"
+    assert json.loads(rollback.stdout)[0]["held"] == v1
     assert current() == f"releases/{v1}-webapp-1.tar.gz"
     assert container.run("systemctl", "is-active", UNIT).strip() == "active"

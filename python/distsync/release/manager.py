@@ -85,6 +85,8 @@ class Releases:
         self.stop = stop
         self._versions: dict[int, Version] = {}
         self._outcomes: list[ActivationOutcome] = []
+        # Only inside managed() (locks held, state loaded) does anything touch a release.
+        self._active = False
 
     # -- which names are releases ---------------------------------------------------------
 
@@ -115,12 +117,18 @@ class Releases:
                 for leftover in slot.layout.clean():
                     log.info("removed %s left by an interrupted release step", leftover)
                 slot.state = load_state(slot.layout.state_path)
-            yield
+            self._active = True
+            try:
+                yield
+            finally:
+                self._active = False
 
     # -- the local pass -------------------------------------------------------------------
 
     def local_pass(self) -> None:
         """Resume an interrupted activation, apply operator requests, switch to kept releases."""
+        if not self._active:
+            return
         for slot in self.slots:
             if self.stop.is_set():
                 return
@@ -133,6 +141,8 @@ class Releases:
 
     def needs_store(self) -> bool:
         """Whether a release waits for something only the store has."""
+        if not self._active:
+            return False
         for slot in self.slots:
             if not slot.state.scanned:
                 return True
@@ -145,6 +155,8 @@ class Releases:
 
     def note_found(self, versions: Iterable[Version]) -> None:
         """Log entries the daemon read: remember those of release names."""
+        if not self._active:
+            return
         touched: set[int] = set()
         for version in versions:
             slot = self._slot_for(version.manifest.name)
@@ -161,6 +173,8 @@ class Releases:
         self, versions: Callable[[], list[Version]], read: Callable[[int], Version], fetch: Fetch
     ) -> None:
         """Fetch and activate what the releases want and do not have on disk."""
+        if not self._active:
+            return
         try:
             for slot in self.slots:
                 if self.stop.is_set():
