@@ -24,7 +24,7 @@ import pytest
 # tests/system is on sys.path (no __init__.py): the Local-store harness of issue 3's tests.
 from test_local_flow import Site, wait_for
 
-HEALTH_TIMEOUT = 4.0
+HEALTH_TIMEOUT = 10.0
 # HealthCheck: the release's own `health` file decides; hooks log what they saw.
 CHECK = [sys.executable, "-c", "import sys; sys.exit(open('health').read().strip() != 'ok')"]
 LOG_HOOK = (
