@@ -42,7 +42,6 @@ from distsync.release.state import (
     load_state,
     save_state,
 )
-from distsync.release.unpack import ArchiveRejected, fill_release
 from distsync.transfer.fetch import Interrupted
 
 __all__ = ["Fetch", "Releases"]
@@ -260,6 +259,9 @@ class Releases:
 
     def _download_and_unpack(self, slot: _Slot, version: Version, fetch: Fetch) -> bool:
         """The release directory for ``version``, complete in ``releases/``; False if not."""
+        # Here, not at the top: tarfile and the decompressors cost a daemon's start time.
+        from distsync.release.unpack import ArchiveRejected, fill_release
+
         manifest, layout = version.manifest, slot.layout
         artifact = layout.incoming / manifest.name
         try:
