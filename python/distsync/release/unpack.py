@@ -49,12 +49,6 @@ ARCHIVE_SUFFIXES: dict[str, str] = {
 }
 
 
-# tarfile.FilterError exists where the data filter does (see _extract).
-_FILTER_ERRORS: tuple[type[Exception], ...] = tuple(
-    error for error in (getattr(tarfile, "FilterError", None),) if error is not None
-)
-
-
 _STREAM_MODES: dict[str, Literal["r|", "r|gz", "r|bz2", "r|xz"]] = {
     "": "r|",
     "gz": "r|gz",
@@ -303,7 +297,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, relative: str, targe
         kwargs["filter"] = "data"
     try:
         tar.extract(safe, target, **kwargs)
-    except _FILTER_ERRORS as exc:
+    except tarfile.TarError as exc:  # the data filter's refusals (FilterError) among them
         raise ArchiveRejected(f"member {member.name!r}: {exc}") from None
     except FileExistsError:
         raise ArchiveRejected(f"member {member.name!r} collides with an earlier one") from None
