@@ -92,6 +92,7 @@ class Daemon:
         wanted = state.retry or state.behind(self.pins) or self.releases.needs_store()
         if tag is None and not (full_list or lost or wanted):
             return report
+        listed_from = state.last_seq
         try:
             found, last_seq = self._collect(state, lost)
         except DistsyncError as exc:
@@ -104,7 +105,7 @@ class Daemon:
                 break
             self._install(state, version, report)
             self.state_file.save(state)
-        self._releases_from_store(found, report)
+        self._releases_from_store(found, report, whole_log=listed_from == 0)
         state.last_seq = max(state.last_seq, last_seq)
         if tag is not None:
             state.marker_tag = tag
@@ -194,14 +195,18 @@ class Daemon:
         self.releases.local_pass()
         self._report_activations(report)
 
-    def _releases_from_store(self, found: list[Version], report: CycleReport) -> None:
+    def _releases_from_store(
+        self, found: list[Version], report: CycleReport, *, whole_log: bool
+    ) -> None:
         self.releases.note_found(found)
         fetch = self.swarm.fetch if self.swarm is not None else fetch_version
 
         def place(version: Version, dest: Path) -> object:
             return fetch(self.store, self.cfg.secret, version, dest, should_stop=self.stop.is_set)
 
-        self.releases.store_pass(self.catalog.versions, self.catalog.read, place)
+        self.releases.store_pass(
+            self.catalog.versions, self.catalog.read, place, whole_log=whole_log
+        )
         self._report_activations(report)
 
     def _report_activations(self, report: CycleReport) -> None:

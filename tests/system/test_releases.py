@@ -440,3 +440,26 @@ def test_a_pin_holds_a_release(rel: Releases) -> None:
     rel.site.update_daemon_conf(Pin=None)
     assert rel.site.once().returncode == 0
     assert rel.current_version() == v2
+
+
+def test_a_release_added_to_a_running_fleet_finds_the_versions_already_uploaded(
+    tmp_path: Path,
+) -> None:
+    """The daemon's cursor is past the existing uploads: the new release lists the log once."""
+    local = Site.create(tmp_path)
+    try:
+        builds = tmp_path / "builds"
+        builds.mkdir()
+        version, _sha = local.upload(app_tarball(builds / "app-1.tar.gz", "v1"))
+        first = local.once()
+        assert first.returncode == 0, first.stderr
+        assert (local.out / "app-1.tar.gz").is_file()  # no [[Release]] yet: a plain install
+        rel = Releases(local)
+        second = local.once()
+        assert second.returncode == 0, second.stderr
+        assert rel.current_version() == version
+        rel.assert_current_complete(version)
+        again = local.once()  # listed once, not at every cycle
+        assert again.returncode == 0 and "activating" not in again.stderr.decode()
+    finally:
+        local.close()

@@ -169,9 +169,18 @@ class Releases:
                 slot.save()
 
     def store_pass(
-        self, versions: Callable[[], list[Version]], read: Callable[[int], Version], fetch: Fetch
+        self,
+        versions: Callable[[], list[Version]],
+        read: Callable[[int], Version],
+        fetch: Fetch,
+        *,
+        whole_log: bool = False,
     ) -> None:
-        """Fetch and activate what the releases want and do not have on disk."""
+        """Fetch and activate what the releases want and do not have on disk.
+
+        ``whole_log``: the versions just noted were the whole log (a daemon's first listing),
+        so a release new to this daemon needs no listing of its own.
+        """
         if not self._active:
             return
         try:
@@ -179,6 +188,9 @@ class Releases:
                 if self.stop.is_set():
                     return
                 try:
+                    if whole_log and not slot.state.scanned:
+                        slot.state.scanned = True
+                        slot.save()
                     if not slot.state.scanned:
                         # A release added to a running fleet: learn the versions already there.
                         for version in versions():
