@@ -9,6 +9,7 @@ with ``err.exit_code``. Messages never include secret material.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
     "ConfigError",
     "DistsyncError",
     "FormatError",
@@ -16,6 +17,7 @@ __all__ = [
     "LocalIOError",
     "NotFoundError",
     "StorageError",
+    "UnknownArtifactError",
     "UsageError",
 ]
 
@@ -37,6 +39,11 @@ class UsageError(DistsyncError):
     """The command line itself is wrong."""
 
     exit_code = 2
+
+
+class UnknownArtifactError(UsageError):
+    """The artifact name or version a user asked for is not in the store (a usage error: the
+    store answered; what was asked for does not exist)."""
 
 
 class ConfigError(DistsyncError):
@@ -73,6 +80,10 @@ class StorageError(DistsyncError):
 
 class NotFoundError(StorageError):
     """An object, artifact name or version does not exist in the store."""
+
+
+class AccessDeniedError(StorageError):
+    """The store refused an operation to this identity (its policy does not allow it)."""
 
 
 class LocalIOError(DistsyncError):
