@@ -64,16 +64,22 @@ _STORE_ID = re.compile(r"[0-9a-f]{32}")
 class Capability:
     """Something a store can or cannot do, as setup found it."""
 
-    type: type
+    kinds: tuple[type, ...]  # the JSON value's Python types
     default: Any  # what a record written before this capability existed means
     meaning: str
+
+    def accepts(self, value: Any) -> bool:
+        # bool is an int in Python, never what a numeric capability means.
+        if isinstance(value, bool) and bool not in self.kinds:
+            return False
+        return isinstance(value, self.kinds)
 
 
 # Adding a capability is one line here (and setup filling it in). Readers of an older version
 # ignore names they do not know, so a newer setup's record still opens everywhere.
 CAPABILITIES: dict[str, Capability] = {
     "atomic_create": Capability(
-        bool, True, "a conditional create (If-None-Match: *, O_EXCL) lets only one writer win"
+        (bool,), True, "a conditional create (If-None-Match: *, O_EXCL) lets only one writer win"
     ),
 }
 
@@ -134,9 +140,7 @@ def parse_store_record(raw: Mapping[str, Any]) -> StoreRecord:
     capabilities: dict[str, Any] = {}
     for name, capability in CAPABILITIES.items():
         value = found.get(name, capability.default)
-        if capability.type is not bool and isinstance(value, bool):
-            value = None  # bool is an int in Python, never what a numeric capability means
-        if not isinstance(value, capability.type):
+        if not capability.accepts(value):
             raise FormatError(f"store record: capability {name} has the wrong type")
         capabilities[name] = value
     return StoreRecord(store_id, version, float(created_at), capabilities)
