@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import tomli_w
 from adversary import PREFIX, AnySite, log_key
 from distsync.crypto.secret import generate_secret
 from s3server import MotoServer
-from test_local_flow import installs, make_file, sha256_file, tomllib
+from test_local_flow import RETRY_DUE, installs, make_file, sha256_file, tomllib
 
 MAX_SEQ = 10**20 - 1
 
@@ -110,6 +111,7 @@ def test_transient_tamper_of_a_log_entry_is_installed_once_restored(site: AnySit
     assert (site.out / "app.bin").read_bytes() == b"release 1\n"
 
     site.store.put(log_key(2), original)
+    time.sleep(RETRY_DUE)  # the entry's first retry is due
     proc = site.once()
     log = proc.stderr.decode()
     assert proc.returncode == 0, log

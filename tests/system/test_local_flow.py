@@ -38,6 +38,9 @@ else:  # pragma: no cover
 T = TypeVar("T")
 
 POLL = 0.2
+# A version rejected once is tried again one PollInterval later (then 2, 4, ... of them):
+# waiting this long makes the first retry due, however fast the machine.
+RETRY_DUE = 5 * POLL
 TEMP_SUFFIX = ".distsync-tmp"
 PART_SUFFIX = ".distsync-part"
 INSTALLED = re.compile(
@@ -509,6 +512,7 @@ def test_corrupted_object_never_reaches_output_dir(site: Site, corruption: str) 
 
     # A rejected version is tried again with backoff (a tamper may be undone); while it
     # still fails, what is installed stays. A good upload still goes through.
+    time.sleep(RETRY_DUE)
     again = site.once()
     retried = again.stderr.decode()
     assert again.returncode != 0
@@ -535,6 +539,7 @@ def test_deleted_file_comes_back_when_the_newest_upload_was_rejected(site: Site)
     assert sha256_file(dest) == sha1
 
     dest.unlink()
+    time.sleep(RETRY_DUE)  # version 2 is tried again first, and fails again
     proc = site.once()
     log = proc.stderr.decode()
     assert "removed" in log
