@@ -29,6 +29,7 @@ from distsync.config import Config, default_config_path, load_config
 from distsync.crypto import codec
 from distsync.errors import DistsyncError, LocalIOError, UsageError
 from distsync.fsutil import ReadErrors, atomic_output, local_io_error
+from distsync.logorder import parse_version_id
 from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
 
@@ -191,12 +192,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not versions:
         print(f"no artifacts in {catalog.store.description}", file=sys.stderr)
         return 0
-    print(f"{'NAME':<32} {'VERSION':>8} {'SIZE':>10}  {'UPLOADED (UTC)':<19}  SHA256")
+    width = max(8, *(len(v.version_id) for v in versions))
+    print(f"{'NAME':<32} {'VERSION':>{width}} {'SIZE':>10}  {'UPLOADED (UTC)':<19}  SHA256")
     for v in versions:
         m = v.manifest
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.uploaded_at))
         print(
-            f"{m.name:<32} {v.version_id:>8} {human_bytes(m.size):>10}  {when:<19}  {m.sha256[:12]}"
+            f"{m.name:<32} {v.version_id:>{width}} {human_bytes(m.size):>10}  {when:<19}  "
+            f"{m.sha256[:12]}"
         )
     return 0
 
@@ -244,18 +247,25 @@ def cmd_rollback_or_resume(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     to = getattr(args, "to", None)
-    if to is not None and not to.isdigit():
-        raise UsageError(f"--to {to!r}: a version id is a number (see `distsync releases`)")
+    position = parse_version_id(to) if to is not None else None
+    if to is not None and position is None:
+        raise UsageError(
+            f"--to {to!r}: not a version id (those `distsync releases` shows, e.g. 42 or "
+            "42.9f3ac2e07b5d)"
+        )
     timeout = args.wait
     if timeout is None:  # a poll, a health check, and time to spare
-        timeout = cfg.poll_interval + cfg.poll_jitter + 60 + max(
-            (spec.health_timeout for spec in cfg.releases), default=0
+        timeout = (
+            cfg.poll_interval
+            + cfg.poll_jitter
+            + 60
+            + max((spec.health_timeout for spec in cfg.releases), default=0)
         )
     row = send_request(
         cfg,
         args.name,
         args.command,
-        int(to) if to is not None else None,
+        position,
         timeout,
         say=lambda line: print(f"distsync: {line}", file=sys.stderr),
     )
@@ -281,7 +291,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     if args.delete_bucket and not args.destroy:
         raise UsageError("--delete-bucket goes with --destroy ID")
-    if args.destroy and args.storage in ("local", "swift"):
+    if args.destroy and args.storage in ("local", "swift", "swift+bittorrent"):
         raise UsageError("--destroy removes an S3 setup's IAM users (not local or swift)")
     if args.destroy:
         destroy = DestroyOptions(
@@ -316,15 +326,22 @@ def cmd_setup(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         profile=args.profile,
         require_conditional_log=args.require_conditional_log,
+        no_iam=args.no_iam,
     )
     # Swift: names from flags, secrets from the environment (or a hidden prompt), never argv.
     options.swift = SwiftSetup(auth_url=args.auth_url, daemon_username=args.daemon_user)
     swift_setup_from_environment(options.swift, os.environ)
-    if (args.auth_url or args.daemon_user) and options.storage not in (None, "swift"):
+    if (args.auth_url or args.daemon_user) and options.storage not in (
+        None,
+        "swift",
+        "swift+bittorrent",
+    ):
         raise UsageError("--auth-url and --daemon-user go with --storage swift")
-    if options.setup_id or options.profile or options.prefix:
+    if options.no_iam and options.storage not in (None, "s3", "s3+bittorrent"):
+        raise UsageError("--no-iam goes with --storage s3")
+    if options.setup_id or options.profile or options.prefix or options.no_iam:
         if options.storage == "local":
-            raise UsageError("--setup-id, --profile and --prefix go with --storage s3")
+            raise UsageError("--setup-id, --profile, --prefix and --no-iam go with --storage s3")
         options.storage = options.storage or "s3"  # these only mean something for S3
     if interactive:
         fill_in_interactively(options)
@@ -388,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
         "standard credentials (environment, shared files, instance profile) or --profile.",
     )
     setup.add_argument(
-        "--storage", choices=("local", "s3", "s3+bittorrent", "swift"), type=str.lower
+        "--storage",
+        choices=("local", "s3", "s3+bittorrent", "swift", "swift+bittorrent"),
+        type=str.lower,
     )
     setup.add_argument(
         "--bucket",
@@ -417,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the uploader may only create log entries, never overwrite them (the "
         "s3:if-none-match condition; default on for AWS, off with --endpoint)",
+    )
+    s3.add_argument(
+        "--no-iam",
+        action="store_true",
+        help="the endpoint speaks S3 but has no IAM (Swift's S3 API, R2, ...): create the "
+        "bucket if needed and give both configs the keys setup runs with",
     )
     s3.add_argument(
         "--destroy",
@@ -487,8 +512,11 @@ def _add_release_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         ("rollback", "switch current to the previous kept release (or --to VERSION) and hold it"),
         ("resume", "lift a rollback's hold: the newest healthy version is installed again"),
     ):
-        parser = sub.add_parser(command, help=text, description=text + ". The running daemon "
-                                "applies it within a poll interval.")
+        parser = sub.add_parser(
+            command,
+            help=text,
+            description=text + ". The running daemon applies it within a poll interval.",
+        )
         _add_config_option(parser)
         parser.add_argument("name", help="a Match pattern, a Dir, or an artifact name")
         if command == "rollback":

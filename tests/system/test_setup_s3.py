@@ -68,6 +68,7 @@ def test_uploader_policy_allows_exactly_what_uploads_need() -> None:
     obj = "arn:aws:s3:::distsync-x/distsync/v3/"
     assert _grants(uploader) == {
         ("s3:PutObject", obj + "objects/*"),
+        ("s3:DeleteObject", obj + "objects/*"),
         ("s3:AbortMultipartUpload", obj + "objects/*"),
         ("s3:ListMultipartUploadParts", obj + "objects/*"),
         ("s3:PutObject", obj + "log/*"),
@@ -77,8 +78,9 @@ def test_uploader_policy_allows_exactly_what_uploads_need() -> None:
         ("s3:GetObject", obj + "store"),
         ("s3:ListBucket", "arn:aws:s3:::distsync-x"),
     }
-    actions = {action for action, _ in _grants(uploader)}
-    assert not any(a.startswith("s3:Delete") for a in actions)
+    # It deletes only artifacts (a failed claim's content): never the log or the marker.
+    deletes = {(a, r) for a, r in _grants(uploader) if a.startswith("s3:Delete")}
+    assert deletes == {("s3:DeleteObject", obj + "objects/*")}
     assert ("s3:GetObject", obj + "objects/*") not in _grants(uploader)
     listing = next(st for st in _statements(uploader) if st["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["distsync/v3/log/*"]}}
@@ -420,6 +422,10 @@ def test_uploader_can_write_artifacts_append_to_the_log_and_announce(
     )
     dropped = s3.create_multipart_upload(Bucket=b, Key=PREFIX + "objects/dropped")["UploadId"]
     s3.abort_multipart_upload(Bucket=b, Key=PREFIX + "objects/dropped", UploadId=dropped)
+    # Taking back the content of an upload whose log claim failed.
+    s3.delete_object(Bucket=b, Key=PREFIX + "objects/big")
+    root = server.client("s3")
+    assert _error(lambda: root.head_object(Bucket=b, Key=PREFIX + "objects/big"))[0] == 404
     # The log: claim an entry with a conditional create, read entries back, list after a key.
     entry = PREFIX + "log/00000000000000000002"
     s3.put_object(Bucket=b, Key=entry, Body=b"manifest", IfNoneMatch="*")
@@ -444,7 +450,6 @@ def test_uploader_can_write_artifacts_append_to_the_log_and_announce(
         "HEAD an artifact",
         "read an artifact by range",
         "presign an artifact",
-        "delete an artifact",
         "delete a log entry",
         "delete the marker",
         "put outside the prefix",
@@ -466,7 +471,7 @@ def test_uploader_is_refused(server: IamServer, provisioned: Setup, what: str) -
 
 def test_uploader_cannot_batch_delete(server: IamServer, provisioned: Setup) -> None:
     s3 = server.client("s3", provisioned.uploader)
-    keys = [PREFIX + "objects/seed", PREFIX + "log/00000000000000000001", PREFIX + "marker"]
+    keys = [PREFIX + "log/00000000000000000001", PREFIX + "marker", PREFIX + "store"]
     try:
         answer = s3.delete_objects(
             Bucket=provisioned.bucket, Delete={"Objects": [{"Key": k} for k in keys]}

@@ -173,11 +173,14 @@ def build_policies(
             {
                 # New artifacts: single PUT or multipart (CreateMultipartUpload, UploadPart and
                 # CompleteMultipartUpload are all s3:PutObject), plus cleaning up its own
-                # failed uploads. No GetObject here: the uploader cannot read artifacts back.
+                # failed uploads, also the content of one whose log claim failed. No GetObject
+                # here: the uploader cannot read artifacts back. Deleting adds no power: an
+                # uploader can publish a version that replaces any artifact anyway.
                 "Sid": "WriteArtifacts",
                 "Effect": "Allow",
                 "Action": [
                     "s3:PutObject",
+                    "s3:DeleteObject",
                     "s3:AbortMultipartUpload",
                     "s3:ListMultipartUploadParts",
                 ],
@@ -304,6 +307,14 @@ def setup_admin_policy(partition: str = "aws") -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": ["s3:GetObject", "s3:PutObject"],
                 "Resource": buckets + "/*/store",
+            },
+            {
+                # The conditional-create probe (storage/probe.py): racing creates of fresh
+                # keys under {prefix}probe/, read back and removed again.
+                "Sid": "ProbeConditionalCreate",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Resource": buckets + "/*probe/*",
             },
         ],
     }

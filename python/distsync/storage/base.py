@@ -6,7 +6,8 @@ ranges; small ones (manifests, the marker, records) whole, and never past a size
 can write to the bucket could otherwise put a 3 GiB "log entry" there and make every reader
 load it. ``create`` is a conditional create
 (``If-None-Match: *`` on S3, ``O_EXCL``/``link`` on a directory): the global manifest log is
-built on it.
+built on it where the store makes it atomic (``distsync.logorder``). ``delete`` removes what an
+upload stored when its log claim failed, so that nothing is left that no entry refers to.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Store(Protocol):
 
     def put(self, key: str, data: bytes) -> None:
         """Write ``key`` whole, replacing what was there."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (a large object with all its parts); a missing key is no error."""
 
     def writer(self, key: str) -> ObjectWriter:
         """Stream a (large) new object to ``key``."""

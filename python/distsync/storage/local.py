@@ -272,6 +272,26 @@ class LocalStore:
     def writer(self, key: str) -> _LocalWriter:
         return _LocalWriter(self, key)
 
+    def delete(self, key: str) -> None:
+        """Remove the file at ``key`` by name in its directory (no link is followed); a key
+        that is not there is no error."""
+        *dirs, leaf = self._parts(key)
+        try:
+            dir_fd = self._open_dirs("delete", key, dirs, create=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error("delete", key, exc) from None
+        try:
+            os.unlink(leaf, dir_fd=dir_fd)
+            os.fsync(dir_fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error("delete", key, exc) from None
+        finally:
+            os.close(dir_fd)
+
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, key: str, *, limit: int = SMALL_OBJECT_LIMIT) -> bytes:

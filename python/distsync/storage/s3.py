@@ -240,6 +240,10 @@ class S3Store:
     def put(self, key: str, data: bytes) -> None:
         self.call("write", key, self._client.put_object, Key=key, Body=data)
 
+    def delete(self, key: str) -> None:
+        """DeleteObject (S3 answers the same for a key that is not there)."""
+        self.call("delete", key, self._client.delete_object, Key=key)
+
     def get(self, key: str, *, limit: int = SMALL_OBJECT_LIMIT) -> bytes:
         # A ranged GET: the store sends at most limit + 1 bytes whatever the object's size,
         # and its Content-Range tells that size, so one request reads or refuses it.

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Protocol
 from distsync.crypto import stream
 from distsync.errors import DistsyncError, IntegrityError
 from distsync.fsutil import PART_SUFFIX, atomic_output
+from distsync.logorder import seq_of
 from distsync.manifest import Version
 from distsync.transfer.parallel import ordered_map
 
@@ -61,8 +62,13 @@ class FetchResult:
 
 
 def part_path(dest: Path, version: Version) -> Path:
-    """Where a download of ``version`` to ``dest`` accumulates (kept only across a crash)."""
-    return dest.parent / f".{dest.name}.v{version.seq}{PART_SUFFIX}"
+    """Where a download of ``version`` to ``dest`` accumulates (kept only across a crash).
+
+    Named by the sequence number alone, which fits the name limit of MAX_NAME_BYTES. Two
+    versions of a name that share one (racing uploads on the tagged log layout) share the
+    part file too; a resume from the other one's fails the final SHA-256 and starts afresh.
+    """
+    return dest.parent / f".{dest.name}.v{seq_of(version.seq)}{PART_SUFFIX}"
 
 
 def _other_parts(dest: Path, part: Path) -> list[Path]:
