@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from distsync import __version__
 from distsync.catalog import Catalog
@@ -28,6 +28,11 @@ from distsync.errors import DistsyncError, UsageError
 from distsync.fsutil import ReadErrors, atomic_output, local_io_error
 from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
+
+if TYPE_CHECKING:  # only for annotations of the fleet-status code below
+    from distsync.manifest import Version
+    from distsync.status.fleet import Verdict
+    from distsync.storage.base import Store
 
 __all__ = ["main"]
 
@@ -127,6 +132,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
     store = catalog.store
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
+    _check_wait_options(args)
+    uploaded = []
     for name in args.files:
         path = Path(name)
         progress = Progress(f"upload {path.name}", _input_size(name))
@@ -134,6 +141,76 @@ def cmd_upload(args: argparse.Namespace) -> int:
         progress.close()
         m = version.manifest
         print(f"{m.name}\tversion {version.version_id}\t{m.size} bytes\tsha256 {m.sha256}")
+        uploaded.append(version)
+    if args.wait:
+        _wait_for_fleet(cfg, store, uploaded, args)
+    return 0
+
+
+def _check_wait_options(args: argparse.Namespace) -> None:
+    """Before uploading anything: --servers and --all imply --wait."""
+    args.wait = args.wait or args.all or args.servers is not None
+    if args.servers is not None and args.servers < 1:
+        raise UsageError("--servers must be at least 1")
+    if not 0 < args.timeout <= 7 * 86400:
+        raise UsageError("--timeout must be between 0 and 604800 seconds")
+
+
+def _wait_for_fleet(
+    cfg: Config, store: Store, versions: list[Version], args: argparse.Namespace
+) -> None:
+    """``upload --wait``: until the servers report each version installed (exit 6 if not)."""
+    from distsync.status import StatusBoard
+    from distsync.status.wait import wait_for_version
+
+    board = StatusBoard(store, cfg.prefix, cfg.secret)
+    deadline = time.monotonic() + args.timeout
+    on_terminal = sys.stderr.isatty()
+    for version in versions:
+        name = version.manifest.name
+
+        def show(verdict: Verdict, name: str = name) -> None:
+            if on_terminal:
+                print(f"\r{name}: {verdict.reached}/{verdict.wanted} servers", end="",
+                      file=sys.stderr, flush=True)  # fmt: skip
+
+        try:
+            verdict = wait_for_version(
+                board,
+                name,
+                version.seq,
+                servers=args.servers,
+                timeout=max(deadline - time.monotonic(), 0.5),
+                progress=show,
+            )
+        finally:
+            if on_terminal:
+                print(file=sys.stderr)
+        print(verdict.message)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from distsync.status import FleetView, StatusBoard
+    from distsync.status.table import render
+
+    cfg = _config(args)
+    records = StatusBoard(open_store(cfg), cfg.prefix, cfg.secret).read_all()
+    view = FleetView(records, time.time())
+    seq = None
+    if args.version is not None:
+        if not args.name or not args.version.isdigit():
+            raise UsageError("--version ID goes with a NAME, and version ids are numbers")
+        seq = int(args.version)
+    if args.json:
+        print(json.dumps(view.to_json(args.name, seq), indent=2, sort_keys=True))
+        return 0
+    if not view.servers:
+        print(f"no server has reported status to {cfg.storage_bucket} yet", file=sys.stderr)
+        return 0
+    names = [args.name] if args.name else view.names()
+    targets = {name: seq if seq is not None else view.target(name) for name in names}
+    for line in render(view, names, targets):
+        print(line)
     return 0
 
 
@@ -273,6 +350,29 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_wait_options(upload: argparse.ArgumentParser) -> None:
+    wait = upload.add_argument_group("waiting for the fleet (exit 6 if it does not get there)")
+    wait.add_argument(
+        "--wait", action="store_true", help="return once the servers report it installed"
+    )
+    count = wait.add_mutually_exclusive_group()
+    count.add_argument(
+        "--servers", type=int, metavar="N", help="with --wait: until N servers have it"
+    )
+    count.add_argument(
+        "--all",
+        action="store_true",
+        help="with --wait: until every live server has it (the default)",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --wait: give up after this long (default 600)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distsync",
@@ -348,7 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(upload)
     upload.add_argument("files", nargs="+", metavar="FILE")
     upload.add_argument("--name", help="artifact name (default: the file's base name)")
+    _add_wait_options(upload)
     upload.set_defaults(handler=cmd_upload)
+
+    status = sub.add_parser("status", help="which server has which version (status records)")
+    _add_config_option(status)
+    status.add_argument("name", nargs="?", help="only this artifact name")
+    status.add_argument("--version", metavar="ID", help="with NAME: compare against this version")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
 
     lst = sub.add_parser("list", help="list artifacts and versions, newest first")
     _add_config_option(lst)

@@ -29,7 +29,9 @@ from distsync.hooks import run_hook
 from distsync.layout import Layout
 from distsync.manifest import Version
 from distsync.state import DaemonState, Installed, StateFile, plan_installs
+from distsync.status.reporter import Observer, start_reporting
 from distsync.storage.base import Store
+from distsync.storage.counting import CountingStore
 from distsync.transfer.fetch import Interrupted, fetch_version
 from distsync.transfer.torrent import Swarm, TorrentSettings, open_swarm
 
@@ -52,6 +54,7 @@ class CycleReport:
 
 class Daemon:
     def __init__(self, cfg: Config, store: Store, *, stop: threading.Event | None = None) -> None:
+        store = CountingStore(store)  # requests and bytes read, for status and metrics
         self.cfg = cfg
         self.store = store
         self.output_dir = cfg.require_output_dir()
@@ -61,6 +64,7 @@ class Daemon:
         self.state_file = StateFile(cfg.daemon_state_dir() / f"state-{ident.hexdigest()[:16]}.json")
         self._polls = 0
         self.swarm: Swarm | None = None  # Storage = "S3+BitTorrent", while run() runs
+        self.fleet = Observer()  # status record and metrics, while run() runs
 
     # -- one cycle ----------------------------------------------------------------------
 
@@ -74,6 +78,7 @@ class Daemon:
         except DistsyncError as exc:
             log.warning("cannot check for new artifacts: %s", exc)
             report.failed.append(str(exc))
+            self.fleet.poll_failed(str(exc))
             return report
         lost = self._forget_missing_files(state)
         full_list = self._polls % _FULL_LIST_EVERY == 0
@@ -85,6 +90,7 @@ class Daemon:
         except DistsyncError as exc:
             log.warning("cannot list new artifacts: %s", exc)
             report.failed.append(str(exc))
+            self.fleet.poll_failed(str(exc))
             return report
         for version in plan_installs(state, found, self.cfg.pins):
             if self.stop.is_set():
@@ -135,6 +141,7 @@ class Daemon:
     def _install(self, state: DaemonState, version: Version, report: CycleReport) -> None:
         manifest = version.manifest
         dest = self.output_dir / manifest.name
+        self.fleet.installing(version)
         try:
             fetch = self.swarm.fetch if self.swarm is not None else fetch_version
             result = fetch(self.store, self.cfg.secret, version, dest, should_stop=self.stop.is_set)
@@ -147,6 +154,7 @@ class Daemon:
             state.retry.pop(manifest.name, None)
             state.rejected.append(version.seq)
             report.failed.append(str(exc))
+            self.fleet.failed(version, str(exc), final=True)
             return
         except (DistsyncError, OSError) as exc:
             # An OSError here is a local file problem the transfer did not name itself.
@@ -158,6 +166,7 @@ class Daemon:
             )
             state.retry[manifest.name] = version.seq
             report.failed.append(str(exc))
+            self.fleet.failed(version, str(exc), final=False)
             return
         state.installed[manifest.name] = Installed(version.seq, manifest.sha256, manifest.size)
         state.retry.pop(manifest.name, None)
@@ -170,8 +179,10 @@ class Daemon:
             result.size,
             result.seconds,
         )
+        healthy = None
         if self.cfg.on_update:
-            run_hook(self.cfg.on_update, dest, version, self.cfg.hook_timeout)
+            healthy = run_hook(self.cfg.on_update, dest, version, self.cfg.hook_timeout)
+        self.fleet.installed(version, hook=healthy, swarm=self.swarm is not None)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -181,7 +192,7 @@ class Daemon:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise local_io_error("create", self.output_dir, exc) from None
-        with self._exclusive(), _stop_on_signals(self.stop), self._swarm():
+        with self._exclusive(), _stop_on_signals(self.stop), self._swarm(), self._reporting(once):
             for stale in remove_stale_temps(self.output_dir):
                 log.info("removed %s left by an interrupted install", stale.name)
             log.info("watching %s for %s", self.store.description, self.output_dir)
@@ -190,9 +201,11 @@ class Daemon:
             # not take for a failed start; the watchdog is fed all through it.
             sdnotify.notify("READY=1")
             while not self.stop.is_set():
+                began = time.monotonic()
                 report = self._cycle_until_stopped(watchdog)
                 if report is None:
                     break
+                self.fleet.cycle_done(time.monotonic() - began)
                 if once:
                     return 1 if report.failed else 0
                 delay = self.cfg.poll_interval + random.uniform(0, self.cfg.poll_jitter)
@@ -259,6 +272,19 @@ class Daemon:
             if self.swarm is not None:
                 self.swarm.close()
             self.swarm = None
+
+    @contextlib.contextmanager
+    def _reporting(self, once: bool) -> Iterator[None]:
+        """This server's status record and metrics for the daemon's lifetime (status.reporter).
+
+        On the way out the last record says the server stopped, unless this was one
+        ``--once`` cycle: a server run from a timer is not gone between its runs."""
+        self.fleet = start_reporting(self.cfg, self.store, self.state_file.load, self.output_dir)
+        try:
+            yield
+        finally:
+            self.fleet.close(stopped=not once or self.stop.is_set())
+            self.fleet = Observer()
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

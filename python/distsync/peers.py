@@ -23,15 +23,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from distsync.errors import DistsyncError, FormatError, IntegrityError, NotFoundError
-from distsync.fsutil import atomic_output, local_io_error
+from distsync.node import load_node_id  # re-exported: node identity lives in distsync.node
 from distsync.sealed import RecordKind, open_sealed, seal_record_body
 from distsync.storage.base import Store
 from distsync.transfer.parallel import ordered_map
@@ -112,26 +110,6 @@ def rendezvous(nodes: Iterable[str], info_hash: str) -> list[str]:
         return hashlib.sha256(f"{info_hash}\0{node}".encode()).digest()
 
     return sorted(set(nodes), key=weight, reverse=True)
-
-
-def load_node_id(path: Path) -> str:
-    """This server's node id, made once and kept, so a restart replaces its own record."""
-    try:
-        node = path.read_text().strip()
-        if len(node) == _NODE_ID_LEN and all(c in "0123456789abcdef" for c in node):
-            return node
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise local_io_error("read", path, exc) from None
-    node = os.urandom(_NODE_ID_LEN // 2).hex()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise local_io_error("create", path.parent, exc) from None
-    with atomic_output(path, mode=0o600) as out:
-        out.write(node.encode())
-    return node
 
 
 @dataclass(frozen=True)
