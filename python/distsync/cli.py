@@ -316,10 +316,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         profile=args.profile,
         require_conditional_log=args.require_conditional_log,
+        record_expiry_days=args.record_expiry_days,
     )
-    if options.setup_id or options.profile or options.prefix:
+    if options.setup_id or options.profile or options.prefix or options.record_expiry_days:
         if options.storage == "local":
-            raise UsageError("--setup-id, --profile and --prefix go with --storage s3")
+            raise UsageError(
+                "--setup-id, --profile, --prefix and --record-expiry-days go with --storage s3"
+            )
         options.storage = options.storage or "s3"  # these only mean something for S3
     if interactive:
         fill_in_interactively(options)
@@ -431,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the uploader may only create log entries, never overwrite them (the "
         "s3:if-none-match condition; default on for AWS, off with --endpoint)",
+    )
+    s3.add_argument(
+        "--record-expiry-days",
+        type=int,
+        metavar="DAYS",
+        help="expire the status and peer records of servers that stopped rewriting them "
+        "after this many days (a lifecycle rule; default 7)",
     )
     s3.add_argument(
         "--destroy",
