@@ -67,10 +67,16 @@ class FleetView:
         self.now = now
         self.servers = sorted(records, key=lambda s: (s.name, s.node))
         names = Counter(server.name for server in self.servers)
-        # Two servers may share a NodeName: tell them apart by the start of their node ids.
-        self._labels = {
-            s.node: s.name if names[s.name] == 1 else f"{s.name}#{s.node[:8]}" for s in self.servers
-        }
+        short = Counter((s.name, s.node[:8]) for s in self.servers)
+
+        def label(s: ServerStatus) -> str:
+            # Servers may share a NodeName: tell them apart by the start of their node ids
+            # (the whole id in the unlikely case that the start is shared too).
+            if names[s.name] == 1:
+                return s.name
+            return f"{s.name}#{s.node[:8] if short[s.name, s.node[:8]] == 1 else s.node}"
+
+        self._labels = {s.node: label(s) for s in self.servers}
 
     # -- per server ------------------------------------------------------------------------
 

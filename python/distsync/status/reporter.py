@@ -110,6 +110,7 @@ class FleetReporter(Observer):
         self._poll_failed = False
         self._published: ServerStatus | None = None
         self._next_write = 0.0  # when a heartbeat (or a retry) is due, by self._clock
+        self._failing = False
         self._throttle = Throttle()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -239,7 +240,10 @@ class FleetReporter(Observer):
             self._warn("state", f"cannot read the daemon's state for its status record: {exc}")
             return False
         last = self._published
-        due = force or last is None or status.stable() != last.stable() or now >= self._next_write
+        changed = last is None or status.stable() != last.stable()
+        # A change is written at once, unless the last write failed: then not before the
+        # retry is due, so a store that is down gets no extra request per poll.
+        due = force or now >= self._next_write or (changed and not self._failing)
         wrote = False
         if due:
             try:
@@ -247,10 +251,12 @@ class FleetReporter(Observer):
             except DistsyncError as exc:
                 self._warn("publish", f"cannot write this server's status record: {exc}")
                 self._next_write = now + min(_RETRY_AFTER, self.interval)
+                self._failing = True
                 self._count_write("error")
             else:
                 self._published = status
                 self._next_write = now + self.interval
+                self._failing = False
                 self._count_write("ok")
                 wrote = True
         self._write_textfile()
@@ -288,7 +294,8 @@ class FleetReporter(Observer):
         so waits and ``--all`` stop counting it at once)."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(_CLOSE_GRACE)
+        if self._thread.ident is not None:  # it was started
+            self._thread.join(_CLOSE_GRACE)
         last = threading.Thread(
             target=lambda: self.write(stopped=stopped, force=True),
             name="distsync-status-last",
