@@ -15,6 +15,7 @@ import os
 import pty
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from botocore.exceptions import ClientError
 from distsync.config import load_config
 from distsync.errors import UsageError
@@ -36,6 +38,11 @@ from distsync.provision import aws_policies as aws
 
 # tests/system is on sys.path (pytest's default "prepend" import mode, no __init__.py).
 from iamserver import ROOT, IamServer, Keys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "distsync/v3/"
@@ -226,14 +233,11 @@ def _new_id() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
-def run_cli(
-    home: Path, *args: str, keys: Keys | None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """``python -m distsync ARGS`` as a real process with only ``keys`` as AWS credentials."""
+def _cli_env(home: Path) -> dict[str, str]:
+    """run_cli's environment with no AWS credentials: the configs' own keys are used."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
         HOME=str(home),
-        XDG_STATE_HOME=str(home / "state"),
         AWS_CONFIG_FILE=str(home / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
         AWS_EC2_METADATA_DISABLED="true",
@@ -241,6 +245,14 @@ def run_cli(
             [str(REPO / "python"), *filter(None, [os.environ.get("PYTHONPATH")])]
         ),
     )
+    return env
+
+
+def run_cli(
+    home: Path, *args: str, keys: Keys | None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m distsync ARGS`` as a real process with only ``keys`` as AWS credentials."""
+    env = dict(_cli_env(home), XDG_STATE_HOME=str(home / "state"))
     if keys is not None:
         env.update(
             AWS_ACCESS_KEY_ID=keys.access_key_id, AWS_SECRET_ACCESS_KEY=keys.secret_access_key
@@ -1094,3 +1106,76 @@ def test_upload_and_daemon_install_with_only_the_created_identities(
     )
     assert down.returncode == 4 and "Traceback" not in down.stderr
     assert not (tmp_path / "app.tar.gz.distsync-tmp").exists()
+
+
+def test_fleet_status_and_upload_wait_with_only_the_created_identities(
+    server: IamServer, admin: Keys, tmp_path: Path
+) -> None:
+    """Three daemons with the daemon identity write their status records; the uploader
+    identity waits on them and reads them; nothing in the bucket names a server or artifact."""
+    done = do_setup(server, admin, tmp_path)
+    base = tomllib.loads(done.daemon_config.read_text())
+    names = ["s3-node-alpha-91", "s3-node-bravo-91", "s3-node-charlie-91"]
+    daemons: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in names:
+            config = tmp_path / f"{name}.toml"
+            config.write_text(
+                tomli_w.dumps(
+                    dict(
+                        base,
+                        NodeName=name,
+                        OutputDir=str(tmp_path / name / "out"),
+                        StateDir=str(tmp_path / name / "state"),
+                        PollInterval=0.5,
+                        PollJitter=0,
+                        StatusInterval=5,
+                    )
+                )
+            )
+            config.chmod(0o600)
+            with open(tmp_path / f"{name}.log", "wb") as log:
+                daemons.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "distsync", "daemon", "-c", str(config)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=_cli_env(tmp_path),
+                    )
+                )
+        artifact = tmp_path / "s3-fleet-artifact-91.bin"
+        artifact.write_bytes(os.urandom(1024 * 1024 + 5))
+        upload = run_cli(
+            tmp_path, "upload", "-c", str(done.upload_config), str(artifact),
+            "--wait", "--servers", "3", "--timeout", "120", keys=None, timeout=180,
+        )  # fmt: skip
+        logs = "".join((tmp_path / f"{n}.log").read_text() for n in names)
+        assert upload.returncode == 0, upload.stderr + logs
+        assert "3 of 3 servers installed it" in upload.stdout
+        for name in names:
+            assert (tmp_path / name / "out" / artifact.name).read_bytes() == artifact.read_bytes()
+        shown = run_cli(tmp_path, "status", "-c", str(done.upload_config), "--json", keys=None)
+        assert shown.returncode == 0, shown.stderr
+        servers = json.loads(shown.stdout)["servers"]
+        assert sorted(s["name"] for s in servers) == names
+        assert all(s["artifacts"][artifact.name]["version"] == "1" for s in servers)
+        assert "cannot write this server's status record" not in logs
+    finally:
+        for proc in daemons:
+            proc.send_signal(signal.SIGTERM)
+        for proc in daemons:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    # The daemons said they stopped: the records are still there, sealed.
+    root = server.client("s3")
+    versions = root.list_object_versions(Bucket=done.bucket).get("Versions", [])
+    assert sum(v["Key"].startswith(PREFIX + "status/") for v in versions) >= 6
+    for v in versions:
+        body = root.get_object(Bucket=done.bucket, Key=v["Key"], VersionId=v["VersionId"])
+        data = body["Body"].read()
+        for text in [*names, artifact.name]:
+            assert text not in v["Key"] and text.encode() not in data, v["Key"]
