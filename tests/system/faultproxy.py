@@ -4,7 +4,8 @@ It forwards every request to the upstream server unless a ``Fault`` rule matches
 answers an error itself (500, 503 SlowDown), resets the connection (before the response or
 after part of its body), or stalls (holds the connection silent for longer than the client's
 read timeout). Rules fire a given number of times, first match wins; ``counts`` records what
-was forwarded and what was done, so a test can prove that its faults really happened.
+was forwarded and what was done, so a test can prove that its faults really happened, and
+``requests`` every request in order (what an idle daemon costs is counted there).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.faults: list[Fault] = []
         self.counts: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []  # (method, path and query), in order
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -89,6 +91,7 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
             self.counts.clear()
+            self.requests.clear()
 
     def pending(self) -> int:
         """Faults still armed (a test asserts 0 to know every one of them fired)."""
@@ -98,6 +101,7 @@ class FaultProxy:
     def take(self, method: str, path: str, ranged: bool) -> Fault | None:
         with self._lock:
             self.counts[method] += 1
+            self.requests.append((method, path))
             for fault in self.faults:
                 if fault.matches(method, path, ranged):
                     fault.times -= 1
