@@ -160,10 +160,8 @@ def _wait_for_fleet(
     cfg: Config, store: Store, versions: list[Version], args: argparse.Namespace
 ) -> None:
     """``upload --wait``: until the servers report each version installed (exit 6 if not)."""
-    from distsync.status import StatusBoard
-    from distsync.status.wait import wait_for_version
+    from distsync.status import wait_for_upload
 
-    board = StatusBoard(store, cfg.prefix, cfg.secret)
     deadline = time.monotonic() + args.timeout
     on_terminal = sys.stderr.isatty()
     for version in versions:
@@ -175,8 +173,9 @@ def _wait_for_fleet(
                       file=sys.stderr, flush=True)  # fmt: skip
 
         try:
-            verdict = wait_for_version(
-                board,
+            verdict = wait_for_upload(
+                cfg,
+                store,
                 name,
                 version.seq,
                 servers=args.servers,
@@ -190,12 +189,11 @@ def _wait_for_fleet(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from distsync.status import FleetView, StatusBoard
+    from distsync.status import read_fleet
     from distsync.status.table import render
 
     cfg = _config(args)
-    records = StatusBoard(open_store(cfg), cfg.prefix, cfg.secret).read_all()
-    view = FleetView(records, time.time())
+    view = read_fleet(cfg, open_store(cfg))
     seq = None
     if args.version is not None:
         if not args.name or not args.version.isdigit():

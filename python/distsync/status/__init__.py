@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
-from distsync.status.board import StatusBoard
+from distsync.status.board import StatusBoard, read_fleet
 from distsync.status.fleet import FleetView, Verdict
 from distsync.status.record import ServerStatus
+from distsync.status.wait import wait_for_upload
 
-__all__ = ["FleetView", "ServerStatus", "StatusBoard", "Verdict"]
+__all__ = ["FleetView", "ServerStatus", "StatusBoard", "Verdict", "read_fleet", "wait_for_upload"]

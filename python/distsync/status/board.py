@@ -14,13 +14,15 @@ import threading
 import time
 from collections.abc import Callable
 
+from distsync.config import Config
 from distsync.errors import DistsyncError, IntegrityError, NotFoundError
 from distsync.node import is_node_id
+from distsync.status.fleet import FleetView
 from distsync.status.record import STATUS_DIR, ServerStatus, open_status, seal_status
 from distsync.storage.base import Store
 from distsync.transfer.parallel import ordered_map
 
-__all__ = ["DEFAULT_LIMIT", "StatusBoard", "Throttle"]
+__all__ = ["DEFAULT_LIMIT", "StatusBoard", "Throttle", "read_fleet"]
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +112,9 @@ class StatusBoard:
     def _warn(self, subject: str, message: str) -> None:
         if self.throttle.allow(subject):
             log.warning("%s", message)
+
+
+def read_fleet(cfg: Config, store: Store) -> FleetView:
+    """The fleet as its records in ``store`` say now (``distsync status``, the modules)."""
+    records = StatusBoard(store, cfg.prefix, cfg.secret).read_all()
+    return FleetView(records, time.time())

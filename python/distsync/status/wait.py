@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from distsync.config import Config
 from distsync.errors import FleetError, StorageError, UsageError
 from distsync.status.board import StatusBoard
 from distsync.status.fleet import FleetView, Verdict
+from distsync.storage.base import Store
 
-__all__ = ["wait_for_version"]
+__all__ = ["wait_for_upload", "wait_for_version"]
 
 _MIN_PAUSE = 1.0
 _MAX_PAUSE = 30.0
@@ -23,6 +25,21 @@ _MAX_PAUSE = 30.0
 
 def _pause(records: int) -> float:
     return min(max(_MIN_PAUSE, records / 300), _MAX_PAUSE)
+
+
+def wait_for_upload(
+    cfg: Config,
+    store: Store,
+    name: str,
+    seq: int,
+    *,
+    servers: int | None,
+    timeout: float,
+    progress: Callable[[Verdict], None] | None = None,
+) -> Verdict:
+    """``upload --wait`` and the ``distsync_upload`` module's ``wait``: the store's records."""
+    board = StatusBoard(store, cfg.prefix, cfg.secret)
+    return wait_for_version(board, name, seq, servers=servers, timeout=timeout, progress=progress)
 
 
 def wait_for_version(
