@@ -293,7 +293,7 @@ def test_an_idle_server_writes_one_record_per_interval_and_changes_at_once(tmp_p
     # Stopping says so, and the record stops counting at once.
     reporter.close(stopped=True)
     (last,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
-    assert last.stopped and not last.live(clock.now)
+    assert last.stopped and not last.live(clock.now) and last.expires == last.written_at
 
 
 def test_a_failed_write_is_retried_later_not_on_every_poll(tmp_path: Path) -> None:

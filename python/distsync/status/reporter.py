@@ -5,7 +5,7 @@ fails, a poll fails, a cycle ends); they only record and never block on the stor
 of the reporter's own rewrites the record at once after a cycle that changed something
 (``ServerStatus.stable`` differs), and otherwise every ``StatusInterval`` seconds as a
 heartbeat, so an idle server costs one PUT per interval and nothing more. A store that hangs
-delays only that thread; stopping waits for its last write at most ``_CLOSE_GRACE`` seconds.
+delays only that thread; stopping gives its last write at most ``_CLOSE_GRACE`` seconds.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = ["FleetReporter", "Identity", "Observer", "start_reporting"]
 
 log = logging.getLogger(__name__)
 
-_CLOSE_GRACE = 5.0
+_CLOSE_GRACE = 2.0  # seconds a stopping daemon gives its last status record, all told
 _RETRY_AFTER = 30.0  # seconds before a failed status write is tried again
 
 
@@ -294,6 +294,7 @@ class FleetReporter(Observer):
         so waits and ``--all`` stop counting it at once)."""
         self._stop.set()
         self._wake.set()
+        deadline = time.monotonic() + _CLOSE_GRACE
         if self._thread.ident is not None:  # it was started
             self._thread.join(_CLOSE_GRACE)
         last = threading.Thread(
@@ -301,9 +302,11 @@ class FleetReporter(Observer):
             name="distsync-status-last",
             daemon=True,
         )
-        last.start()
-        last.join(_CLOSE_GRACE)
-        if last.is_alive():
+        hung = self._thread.is_alive()  # on the store: the last write would hang as well
+        if not hung:
+            last.start()
+            last.join(max(deadline - time.monotonic(), 0.0))
+        if hung or last.is_alive():
             log.warning("the store did not take this server's last status record in time")
         if self.metrics is not None:
             self.metrics.close()
