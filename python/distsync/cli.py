@@ -11,7 +11,10 @@ import contextlib
 import json
 import logging
 import os
+import select
 import shutil
+import signal
+import stat
 import sys
 import tempfile
 import time
@@ -24,7 +27,7 @@ from distsync import __version__
 from distsync.catalog import Catalog
 from distsync.config import Config, default_config_path, load_config
 from distsync.crypto import codec
-from distsync.errors import DistsyncError, UsageError
+from distsync.errors import DistsyncError, LocalIOError, UsageError
 from distsync.fsutil import ReadErrors, atomic_output, local_io_error
 from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
@@ -69,34 +72,61 @@ def _input_size(name: str) -> int | None:
 def _write_output(name: str, produce: Callable[[BinaryIO], object]) -> None:
     """Run ``produce(handle)``; only a complete result ever appears at ``name``.
 
-    A regular file (or a new one) is replaced atomically. Standard output (``-``) and special
-    files such as ``/dev/null`` or a FIFO cannot be renamed over: the result is staged in a
-    temp file first and copied only once complete, so nothing unverified reaches them either.
+    What ``name`` is decides, never where it is: a regular file (or a new one), under /dev/shm
+    or anywhere, is replaced atomically, 0600 (through a symlink, the file it points to).
+    Standard output (``-``), a character device (/dev/null, a terminal) and a FIFO cannot be
+    renamed over: the result is staged in a temp file and written to them only once complete,
+    so nothing unverified reaches them either. Anything else (a directory) is refused.
     """
-    real = os.path.realpath(name)
-    special = (
-        name == "-"
-        or any(path.startswith(("/dev/", "/proc/")) for path in (os.path.abspath(name), real))
-        or (os.path.exists(real) and not os.path.isfile(real))
-    )
-    if not special:
-        # Through a symlink, replace the file it points to and keep the link.
-        with atomic_output(Path(real), mode=0o600) as handle:
+    if name == "-":
+        _write_staged(produce, sys.stdout.buffer, "standard output")
+        return
+    try:
+        mode: int | None = os.stat(name).st_mode
+    except FileNotFoundError:
+        mode = None  # a new file (or a symlink to one)
+    except OSError as exc:
+        raise local_io_error("write", name, exc) from None
+    if mode is None or stat.S_ISREG(mode):
+        with atomic_output(Path(os.path.realpath(name)), mode=0o600) as handle:
             produce(handle)
         return
+    if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        raise LocalIOError(f"cannot write {name}: {_not_writable(mode)}")
     with tempfile.TemporaryFile() as staged:
         produce(staged)
-        staged.seek(0)
-        label = "standard output" if name == "-" else name
         try:
-            if name == "-":
-                shutil.copyfileobj(staged, sys.stdout.buffer, 1 << 20)
-                sys.stdout.buffer.flush()
-            else:
-                with open(name, "ab") as target:  # no truncation of what stands behind it
-                    shutil.copyfileobj(staged, target, 1 << 20)
+            # No O_CREAT, no O_TRUNC: into the device or FIFO that stands there, or nothing.
+            fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise local_io_error("write", label, exc) from None
+            raise local_io_error("write", name, exc) from None
+        with open(fd, "wb") as target:
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # replaced by a regular file meanwhile
+                raise LocalIOError(f"cannot write {name}: it became a regular file")
+            _copy_staged(staged, target, name)
+
+
+def _not_writable(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    return "not a regular file, a character device or a FIFO"
+
+
+def _write_staged(produce: Callable[[BinaryIO], object], target: BinaryIO, label: str) -> None:
+    with tempfile.TemporaryFile() as staged:
+        produce(staged)
+        _copy_staged(staged, target, label)
+
+
+def _copy_staged(staged: BinaryIO, target: BinaryIO, label: str) -> None:
+    staged.seek(0)
+    try:
+        shutil.copyfileobj(staged, target, 1 << 20)
+        target.flush()
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and target is sys.stdout.buffer:
+            raise  # the reader of standard output went away: main() ends quietly
+        raise local_io_error("write", label, exc) from None
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
@@ -486,7 +516,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A closed standard output ends a command the way it ends other Unix tools: 128 + SIGPIPE.
+EXIT_CLOSED_OUTPUT = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status.
+
+    When the reader of standard output goes away (``distsync list | head -1``), the command
+    ends quietly with status 141, like ``ls | head -1`` does: no message, no traceback.
+    """
+    try:
+        try:
+            return _run(argv)
+        except SystemExit as exc:
+            # How argparse ends --help and --version, after ignoring a failed write itself.
+            if exc.code in (0, None) and _stdout_gone():
+                return _closed_output()
+            raise
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+    except BrokenPipeError:
+        return _closed_output()
+
+
+def _closed_output() -> int:
+    # What is still buffered goes nowhere, so the flush at exit cannot fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_OUTPUT
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has gone."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return False
+    return any(event & (select.POLLERR | select.POLLHUP) for _fd, event in events)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -511,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("distsync: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            raise  # main() ends quietly
         if args.debug:
             traceback.print_exc()
         print(

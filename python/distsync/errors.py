@@ -15,7 +15,9 @@ __all__ = [
     "FormatError",
     "IntegrityError",
     "LocalIOError",
+    "NotAnObjectError",
     "NotFoundError",
+    "ObjectTooLargeError",
     "StorageError",
     "UsageError",
 ]
@@ -64,6 +66,19 @@ class IntegrityError(DistsyncError):
 
 class FormatError(IntegrityError):
     """Stored data is not in a format distsync understands (bad magic, version, framing)."""
+
+
+class ObjectTooLargeError(FormatError):
+    """A small object (log entry, marker, record) is larger than any genuine one can be.
+
+    Refused before its contents are read. A FormatError, so every reader that already treats
+    untrusted data as "reject this entry and move on" does so for it too.
+    """
+
+
+class NotAnObjectError(FormatError):
+    """What stands at a key of a directory store is not a regular file (a directory, a FIFO, a
+    symbolic link, a device): it cannot be an object distsync wrote, and is not opened."""
 
 
 class StorageError(DistsyncError):

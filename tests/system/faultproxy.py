@@ -5,7 +5,9 @@ answers an error itself (500, 503 SlowDown), resets the connection (before the r
 after part of its body), or stalls (holds the connection silent for longer than the client's
 read timeout). Rules fire a given number of times, first match wins; ``counts`` records what
 was forwarded and what was done, so a test can prove that its faults really happened, and
-``requests`` every request in order (what an idle daemon costs is counted there).
+``counts["body bytes"]`` how many response body bytes the server sent for the client (all
+of them, even if the client hung up before reading them), and ``requests`` every request in
+order (what an idle daemon costs is counted there).
 """
 
 from __future__ import annotations
@@ -109,6 +111,10 @@ class FaultProxy:
                     return fault
             return None
 
+    def sent(self, count: int) -> None:
+        with self._lock:
+            self.counts["body bytes"] += count
+
     def start(self) -> FaultProxy:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="faultproxy", daemon=True
@@ -171,6 +177,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._break(fault)  # before any response byte
             return
         status, reason, headers, data = self._forward(body)
+        # Counted before the client sees a byte of the answer, so a test that looks right after
+        # its request finds it: all the server sent, even if the client hangs up unread.
+        self.owner.sent(len(data))
         self.send_response_only(status, reason)
         for name, value in headers:
             self.send_header(name, value)

@@ -54,9 +54,13 @@ def _free_port() -> int:
 class IamServer:
     """``with IamServer(workdir) as server:`` — started on a free port, stopped on exit."""
 
-    def __init__(self, workdir: Path, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self, workdir: Path, start_timeout: float = 30.0, services: str = "s3,iam,sts"
+    ) -> None:
+        """``services``: what ministack serves (e.g. ``"s3"`` plays an S3-only store)."""
         self.workdir = workdir
         self.start_timeout = start_timeout
+        self.services = services
         self.port = 0
         self.endpoint = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -87,7 +91,7 @@ class IamServer:
             BIND_HOST="127.0.0.1",
             GATEWAY_PORT=str(self.port),
             S3_DATA_DIR=str(self.workdir / "s3"),
-            SERVICES="s3,iam,sts",
+            SERVICES=self.services,
             # Off: extra listeners on fixed ports (MQTT 8883, SFTP) we do not need.
             IOT_MTLS_ENABLED="0",
             SFTP_ENABLED="0",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from distsync.errors import DistsyncError, StorageError, UsageError
+from distsync.provision.aws_policies import validate_endpoint
 
 __all__ = [
     "AwsClients",
@@ -55,6 +56,8 @@ def connect(region: str, endpoint: str | None = None, profile: str | None = None
     from botocore.config import Config as BotoConfig
     from botocore.exceptions import BotoCoreError
 
+    if endpoint:
+        validate_endpoint(endpoint)
     # botocore announces at INFO where it found credentials; the CLI logs INFO to stderr.
     logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
     try:
@@ -103,8 +106,64 @@ def is_not_found(exc: BaseException) -> bool:
     return code in _NOT_FOUND or code.startswith("NoSuch")
 
 
-def translate(what: str, exc: Exception, endpoint: str | None) -> DistsyncError:
-    """One line for a failed AWS call; never the request's credentials."""
+# What an endpoint answers to the API of a service it does not offer (an S3-only store asked
+# for STS or IAM): HTTP 501, or an error code that is not that service's.
+_NOT_OFFERED_CODES = {
+    "NotImplemented",
+    "InvalidAction",
+    "UnknownOperation",
+    "UnknownOperationException",
+    "MethodNotAllowed",
+    "NoSuchBucket",
+}
+_IDENTITY_SERVICES = {"sts": "STS", "iam": "IAM"}
+
+
+def _api_of(fn: Callable[..., Any]) -> str | None:
+    """``service:Operation`` (e.g. ``sts:GetCallerIdentity``) of a bound boto3 client method."""
+    meta = getattr(getattr(fn, "__self__", None), "meta", None)
+    try:
+        service = str(meta.service_model.service_name)  # type: ignore[union-attr]
+        operation = meta.method_to_api_mapping[fn.__name__]  # type: ignore[union-attr]
+    except (AttributeError, KeyError):
+        return None
+    return f"{service}:{operation}"
+
+
+def _not_offered(exc: Exception, endpoint: str | None, api: str | None) -> DistsyncError | None:
+    """The one line for an endpoint that does not offer STS or IAM, or None if that is not
+    what ``exc`` shows."""
+    from botocore.exceptions import ClientError
+    from botocore.parsers import ResponseParserError
+
+    service = (api or "").partition(":")[0]
+    if not endpoint or service not in _IDENTITY_SERVICES:
+        return None
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        # No code at all: an error in another API's shape, which botocore could not read.
+        if status != 501 and code and code not in _NOT_OFFERED_CODES:
+            return None
+        answer = f"HTTP {status}" + (f" {code}" if code else "")
+    elif isinstance(exc, ResponseParserError):
+        answer = f"something that is not an {_IDENTITY_SERVICES[service]} response"
+    else:
+        return None
+    return UsageError(
+        f"the endpoint {endpoint} answered {answer} to {api}: it offers no "
+        f"{_IDENTITY_SERVICES[service]}, which setup needs to create the uploader's and the "
+        "daemon's identities; on an S3-only store, make a bucket and keys with its own tools "
+        'and write the two configs yourself ("Stores without IAM" in docs/setup-s3.md), or use '
+        "--storage local"
+    )
+
+
+def translate(
+    what: str, exc: Exception, endpoint: str | None, api: str | None = None
+) -> DistsyncError:
+    """One line for a failed AWS call (``api``, like ``sts:GetCallerIdentity``, when known);
+    never the request's credentials."""
     from botocore.exceptions import (
         ClientError,
         ConnectTimeoutError,
@@ -113,6 +172,9 @@ def translate(what: str, exc: Exception, endpoint: str | None) -> DistsyncError:
         ReadTimeoutError,
     )
 
+    missing = _not_offered(exc, endpoint, api)
+    if missing is not None:
+        return missing
     if isinstance(exc, ClientError):
         code = error_code(exc) or "error"
         message = str(exc.response.get("Error", {}).get("Message", "")).strip()
@@ -132,22 +194,24 @@ def translate(what: str, exc: Exception, endpoint: str | None) -> DistsyncError:
 
 def call(clients: AwsClients, what: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     try:
         return fn(**kwargs)
-    except (ClientError, BotoCoreError) as exc:
-        raise translate(what, exc, clients.endpoint) from None
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+        raise translate(what, exc, clients.endpoint, _api_of(fn)) from None
 
 
 def lookup(clients: AwsClients, what: str, fn: Callable[..., T], /, **kwargs: Any) -> T | None:
     """Like ``call``, but None when AWS says the thing (or the setting) does not exist."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     try:
         return fn(**kwargs)
     except ClientError as exc:
         if is_not_found(exc):
             return None
-        raise translate(what, exc, clients.endpoint) from None
-    except BotoCoreError as exc:
-        raise translate(what, exc, clients.endpoint) from None
+        raise translate(what, exc, clients.endpoint, _api_of(fn)) from None
+    except (BotoCoreError, ResponseParserError) as exc:
+        raise translate(what, exc, clients.endpoint, _api_of(fn)) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from distsync.errors import UsageError
 
@@ -45,6 +46,7 @@ __all__ = [
     "setup_admin_policy",
     "user_name",
     "validate_bucket",
+    "validate_endpoint",
     "validate_region",
     "validate_setup_id",
 ]
@@ -102,6 +104,20 @@ def validate_bucket(name: str) -> str:
 
 def user_name(setup_id: str, role: str) -> str:
     return f"distsync-{setup_id}-{role}"
+
+
+def validate_endpoint(url: str) -> str:
+    """An S3/IAM-compatible endpoint: an http:// or https:// URL with a host."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"endpoint {url!r} is not an http:// or https:// URL (like http://127.0.0.1:9000)"
+        )
+    return url
 
 
 def validate_region(region: str) -> str:

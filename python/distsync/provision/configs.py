@@ -7,6 +7,7 @@ one without the other), and never silently overwritten.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,24 @@ import tomli_w
 
 from distsync.errors import LocalIOError, UsageError
 from distsync.fsutil import atomic_output, local_io_error
-from distsync.provision.aws_policies import new_setup_id
+from distsync.provision.aws_policies import (
+    new_setup_id,
+    validate_endpoint,
+    validate_region,
+    validate_setup_id,
+)
 from distsync.provision.options import DEFAULT_LOCAL_BUCKET, DEFAULT_OUTPUT_DIR, SetupOptions
 
 __all__ = [
     "REGIONS",
+    "STORAGES",
     "fill_in_interactively",
     "refuse_overwrite",
     "render_config",
     "write_pair",
 ]
 
+STORAGES = ("local", "s3", "s3+bittorrent")
 REGIONS = (
     "us-east-1",
     "us-east-2",
@@ -46,35 +54,82 @@ REGIONS = (
 )
 
 
-def fill_in_interactively(options: SetupOptions, ask: Callable[[str], str] = input) -> None:
-    """Prompt for every answer not given as a flag (the seed's "answer the prompts")."""
+def fill_in_interactively(
+    options: SetupOptions,
+    ask: Callable[[str], str] = input,
+    tell: Callable[[str], None] = print,
+) -> None:
+    """Prompt for every answer not given as a flag (the seed's "answer the prompts").
 
-    def prompt(question: str, default: str) -> str:
-        answer = ask(f"{question} [{default}]: ").strip()
-        return answer or default
+    Each answer is checked as soon as it is given: a wrong one is explained in the terms of
+    the question (not of a flag the user never typed) and the question is asked again.
+    """
 
-    print("distsync setup: answer the prompts (Enter keeps the default in brackets).")
+    def prompt(question: str, default: str, check: Callable[[str], str]) -> str:
+        while True:
+            try:
+                answer = ask(f"{question} [{default}]: ").strip() or default
+            except EOFError:
+                raise UsageError(f"setup cancelled: no answer to {question!r}") from None
+            try:
+                return check(answer)
+            except UsageError as exc:
+                tell(f"{exc}; please answer again.")
+
+    tell("distsync setup: answer the prompts (Enter keeps the default in brackets).")
     if options.storage is None:
-        options.storage = prompt("Storage (local or s3)", "local").lower()
+        options.storage = prompt("Storage (local or s3)", "local", _storage_answer)
     if options.storage == "local":
+        # Before more questions: a local setup always writes both configs.
+        refuse_overwrite(
+            options,
+            Path(os.path.expanduser(options.upload_config)),
+            Path(os.path.expanduser(options.daemon_config)),
+        )
         if options.bucket is None:
-            options.bucket = prompt("Directory that plays the bucket", DEFAULT_LOCAL_BUCKET)
+            options.bucket = prompt(
+                "Directory that plays the bucket", DEFAULT_LOCAL_BUCKET, _directory_answer
+            )
     else:
         if options.region is None:
-            print("Regions: " + ", ".join(REGIONS))
-            options.region = prompt("AWS region", "us-east-1")
+            tell("Regions: " + ", ".join(REGIONS))
+            options.region = prompt("AWS region", "us-east-1", validate_region)
         if options.endpoint is None:
-            options.endpoint = prompt("S3 endpoint URL (empty for AWS)", "") or None
+            options.endpoint = (
+                prompt("S3 endpoint URL (empty for AWS)", "", _endpoint_answer) or None
+            )
         if options.setup_id is None:
-            print(
+            tell(
                 "The setup id names the bucket (distsync-ID) and the two IAM users "
                 "(distsync-ID-uploader, distsync-ID-daemon); keep it to re-run or remove them."
             )
-            options.setup_id = prompt("Setup id", new_setup_id())
+            options.setup_id = prompt("Setup id", new_setup_id(), validate_setup_id)
     if options.output_dir is None:
         options.output_dir = prompt(
-            "Directory the servers install artifacts into", DEFAULT_OUTPUT_DIR
+            "Directory the servers install artifacts into", DEFAULT_OUTPUT_DIR, _directory_answer
         )
+
+
+def _storage_answer(answer: str) -> str:
+    storage = answer.lower()
+    if storage not in STORAGES:
+        raise UsageError(f"{answer!r} is not a storage: answer local, s3 or s3+bittorrent")
+    return storage
+
+
+def _endpoint_answer(answer: str) -> str:
+    return validate_endpoint(answer) if answer else ""
+
+
+def _directory_answer(answer: str) -> str:
+    """A directory that exists, or one that can be made: not something else already there."""
+    path = Path(os.path.expanduser(answer))
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{answer} exists and is not a directory")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{answer} cannot be made: {parent} is not a directory")
+    return answer
 
 
 def render_config(values: dict[str, Any]) -> str:

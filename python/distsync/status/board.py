@@ -18,7 +18,13 @@ from distsync.config import Config
 from distsync.errors import DistsyncError, IntegrityError, NotFoundError
 from distsync.node import is_node_id
 from distsync.status.fleet import FleetView
-from distsync.status.record import STATUS_DIR, ServerStatus, open_status, seal_status
+from distsync.status.record import (
+    STATUS_DIR,
+    STATUS_RECORD,
+    ServerStatus,
+    open_status,
+    seal_status,
+)
 from distsync.storage.base import Store
 from distsync.transfer.parallel import ordered_map
 
@@ -100,7 +106,8 @@ class StatusBoard:
     def _read(self, node: str) -> ServerStatus | None:
         key = self.key(node)
         try:
-            return open_status(self._secret, key, self.store.get(key))
+            data = self.store.get(key, limit=STATUS_RECORD.max_size)
+            return open_status(self._secret, key, data)
         except NotFoundError:
             return None  # expired by the lifecycle rule since the listing
         except IntegrityError as exc:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from distsync.config import Config
-from distsync.storage.base import ObjectWriter, Store
+from distsync.storage.base import SMALL_OBJECT_LIMIT, ObjectWriter, Store
 
-__all__ = ["ObjectWriter", "Store", "open_store"]
+__all__ = ["SMALL_OBJECT_LIMIT", "ObjectWriter", "Store", "open_store"]
 
 
 def open_store(cfg: Config) -> Store:

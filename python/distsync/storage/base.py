@@ -2,7 +2,9 @@
 
 Keys are ``/``-separated strings below the store's root (bucket). Large objects are written
 through an ``ObjectWriter`` (a stream that becomes visible only on ``commit``) and read by
-ranges; small ones (manifests, the marker) whole. ``create`` is a conditional create
+ranges; small ones (manifests, the marker, records) whole, and never past a size limit: whoever
+can write to the bucket could otherwise put a 3 GiB "log entry" there and make every reader
+load it. ``create`` is a conditional create
 (``If-None-Match: *`` on S3, ``O_EXCL``/``link`` on a directory): the global manifest log is
 built on it.
 """
@@ -12,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-__all__ = ["ObjectWriter", "Presigner", "Store"]
+from distsync.errors import ObjectTooLargeError
+
+__all__ = ["SMALL_OBJECT_LIMIT", "ObjectWriter", "Presigner", "Store", "too_large"]
+
+# The most ``Store.get`` reads unless told otherwise. Genuine small objects are far smaller:
+# sealed records are capped at RecordKind.max_size (64 KiB for manifests), the marker is ~60
+# bytes. A test checks that every record kind fits.
+SMALL_OBJECT_LIMIT = 1 << 20
 
 
 class ObjectWriter(Protocol):
@@ -40,8 +49,11 @@ class Store(Protocol):
     def writer(self, key: str) -> ObjectWriter:
         """Stream a (large) new object to ``key``."""
 
-    def get(self, key: str) -> bytes:
-        """Read a small object whole; NotFoundError if it does not exist."""
+    def get(self, key: str, *, limit: int = SMALL_OBJECT_LIMIT) -> bytes:
+        """Read a small object whole; NotFoundError if it does not exist.
+
+        An object larger than ``limit`` bytes raises ObjectTooLargeError (a FormatError)
+        without being read: at most ``limit + 1`` bytes are ever transferred."""
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Read ``length`` bytes at ``start`` (fewer only at the end of the object)."""
@@ -55,7 +67,10 @@ class Store(Protocol):
         else), None when unchanged."""
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
-        """Keys under ``prefix`` that sort after ``start_after``, in lexicographic order."""
+        """Keys under ``prefix`` that sort after ``start_after``, in lexicographic order.
+
+        Only keys that hold objects: a directory store leaves out anything at them that is not
+        a regular file."""
 
 
 class Presigner(Protocol):
@@ -65,3 +80,12 @@ class Presigner(Protocol):
 
     def presign(self, key: str, expires: int) -> str:
         """A GET URL for ``key``, valid ``expires`` seconds; it carries a signature."""
+
+
+def too_large(where: str, key: str, size: int | None, limit: int) -> ObjectTooLargeError:
+    """The one line for a small object over its limit (``size`` when the store told it)."""
+    holds = f"holds {size} bytes, more than" if size is not None else "holds more than"
+    return ObjectTooLargeError(
+        f"{where}: {key} {holds} the {limit} bytes that a log entry, marker or record may "
+        "have; refused without reading it"
+    )

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from distsync.storage.base import ObjectWriter, Store
+from distsync.storage.base import SMALL_OBJECT_LIMIT, ObjectWriter, Store
 
 __all__ = ["CountingStore"]
 
@@ -46,9 +46,9 @@ class CountingStore:
         self._count("write")
         return self.inner.writer(key)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, limit: int = SMALL_OBJECT_LIMIT) -> bytes:
         self._count("get")
-        return self._read(self.inner.get(key))
+        return self._read(self.inner.get(key, limit=limit))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         self._count("get_range")

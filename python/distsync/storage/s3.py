@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from distsync.config import Config
-from distsync.errors import NotFoundError, StorageError
+from distsync.errors import FormatError, NotFoundError, StorageError
+from distsync.storage.base import SMALL_OBJECT_LIMIT, too_large
 
 __all__ = ["DEFAULT_PART_SIZE", "MAX_PARTS", "S3Store", "part_size_for"]
 
@@ -232,15 +233,17 @@ class S3Store:
             raise self.error("create", key, exc) from None
         # A retried PUT whose first attempt did land also answers 412. The body holds fresh
         # random IVs, so finding exactly our bytes there means the key is ours after all.
-        with contextlib.suppress(StorageError):
-            return self.get(key) == data
+        with contextlib.suppress(StorageError, FormatError):
+            return self.get(key, limit=len(data)) == data
         return False
 
     def put(self, key: str, data: bytes) -> None:
         self.call("write", key, self._client.put_object, Key=key, Body=data)
 
-    def get(self, key: str) -> bytes:
-        return self._read(key, None)
+    def get(self, key: str, *, limit: int = SMALL_OBJECT_LIMIT) -> bytes:
+        # A ranged GET: the store sends at most limit + 1 bytes whatever the object's size,
+        # and its Content-Range tells that size, so one request reads or refuses it.
+        return self._read(key, f"bytes=0-{limit}", limit=limit)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length <= 0:
@@ -313,10 +316,12 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise self.error("list", prefix, exc) from None
 
-    def _read(self, key: str, byte_range: str | None) -> bytes:
+    def _read(self, key: str, byte_range: str | None, *, limit: int | None = None) -> bytes:
         """GET (a range of) an object, retrying a body that breaks while being read.
 
         Ranges are a batch of chunks (a few MiB), so a retry simply reads the range again.
+        With ``limit``, an object larger than that is refused by the size the answer's headers
+        give, before its body is read (and never more than ``limit + 1`` bytes of it).
         """
         from botocore import exceptions as bx
         from urllib3.exceptions import HTTPError as Urllib3Error
@@ -340,9 +345,24 @@ class S3Store:
                 raise self.error("read", key, exc) from None
             except bx.BotoCoreError as exc:
                 raise self.error("read", key, exc) from None
+            except (Urllib3Error, ConnectionError) as exc:
+                # Broken while botocore read an error answer's body: not retried inside it.
+                if attempt == self.read_attempts:
+                    raise self.error("read", key, exc) from None
+                log.debug("reading %s broke (%s); retrying", key, type(exc).__name__)
+                self._backoff(attempt)
+                continue
             body = response["Body"]
             try:
-                return bytes(body.read())
+                if limit is None:
+                    return bytes(body.read())
+                size = _object_size(response)
+                if size is not None and size > limit:
+                    raise too_large(self.description, key, size, limit)
+                data = _read_at_most(body, limit + 1)
+                if len(data) > limit:
+                    raise too_large(self.description, key, None, limit)
+                return data
             except broken as exc:
                 if attempt == self.read_attempts:
                     raise self.error("read", key, exc) from None
@@ -559,6 +579,29 @@ def client_config(
         s3={"addressing_style": "path"} if endpoint else None,
         user_agent_extra=f"distsync/{__version__}",
     )
+
+
+def _read_at_most(body: Any, count: int) -> bytes:
+    """Up to ``count`` bytes of a streaming body (fewer only at its end)."""
+    pieces: list[bytes] = []
+    while count > 0:
+        piece = body.read(count)
+        if not piece:
+            break
+        pieces.append(bytes(piece))
+        count -= len(piece)
+    return b"".join(pieces)
+
+
+def _object_size(response: dict[str, Any]) -> int | None:
+    """The whole object's size from a GET's answer: ``Content-Range: bytes 0-9/1234`` for a
+    ranged one, else its length (a store that ignores Range sends the whole object)."""
+    content_range = str(response.get("ContentRange") or "")
+    total = content_range.rpartition("/")[2]
+    if total.isdigit():
+        return int(total)
+    length = response.get("ContentLength")
+    return int(length) if isinstance(length, int) else None
 
 
 def _public_url(url: str) -> str:
