@@ -199,8 +199,8 @@ def _wait_for_fleet(
 
         def show(verdict: Verdict, name: str = name) -> None:
             if on_terminal:
-                print(f"\r{name}: {verdict.reached}/{verdict.wanted} servers", end="",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                line = f"\r{name}: {verdict.reached}/{verdict.wanted} servers"
+                print(line, end="", file=sys.stderr, flush=True)
 
         try:
             verdict = wait_for_upload(

@@ -89,6 +89,12 @@ def test_wait_status_failures_and_metrics_across_three_daemons(fleet: Fleet) -> 
     v1 = re.search(r"\tversion (\d+)\t", first.stdout)[1]  # type: ignore[index]
     assert f"{ARTIFACT} version {v1}: 3 of 3 servers installed it" in first.stdout
 
+    # Bad wait options are refused before anything is uploaded.
+    for bad in (["--servers", "0"], ["--wait", "--timeout", "0"]):
+        refused = fleet.upload(src, *bad)
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        assert len(refused.stderr.strip().splitlines()) == 1
+
     shown = fleet.status()
     assert sorted(s["name"] for s in shown["servers"]) == sorted(NAMES)
     for server in shown["servers"]:

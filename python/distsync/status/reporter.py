@@ -41,6 +41,7 @@ __all__ = ["FleetReporter", "Identity", "Observer", "start_reporting"]
 log = logging.getLogger(__name__)
 
 _CLOSE_GRACE = 2.0  # seconds a stopping daemon gives its last status record, all told
+_HUNG = 1.0  # a status write under way this long at stop: the store hangs, do not wait on it
 _RETRY_AFTER = 30.0  # seconds before a failed status write is tried again
 
 
@@ -111,6 +112,7 @@ class FleetReporter(Observer):
         self._published: ServerStatus | None = None
         self._next_write = 0.0  # when a heartbeat (or a retry) is due, by self._clock
         self._failing = False
+        self._publishing_since: float | None = None  # time.monotonic() of a write under way
         self._throttle = Throttle()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -246,6 +248,7 @@ class FleetReporter(Observer):
         due = force or now >= self._next_write or (changed and not self._failing)
         wrote = False
         if due:
+            self._publishing_since = time.monotonic()
             try:
                 self.board.publish(status)
             except DistsyncError as exc:
@@ -259,6 +262,8 @@ class FleetReporter(Observer):
                 self._failing = False
                 self._count_write("ok")
                 wrote = True
+            finally:
+                self._publishing_since = None
         self._write_textfile()
         return wrote
 
@@ -295,19 +300,24 @@ class FleetReporter(Observer):
         self._stop.set()
         self._wake.set()
         deadline = time.monotonic() + _CLOSE_GRACE
-        if self._thread.ident is not None:  # it was started
-            self._thread.join(_CLOSE_GRACE)
-        last = threading.Thread(
-            target=lambda: self.write(stopped=stopped, force=True),
-            name="distsync-status-last",
-            daemon=True,
-        )
-        hung = self._thread.is_alive()  # on the store: the last write would hang as well
-        if not hung:
-            last.start()
-            last.join(max(deadline - time.monotonic(), 0.0))
-        if hung or last.is_alive():
-            log.warning("the store did not take this server's last status record in time")
+        since = self._publishing_since
+        if since is not None and time.monotonic() - since > _HUNG:
+            # The store hangs (the daemon's cycle has just given up on it too): a last
+            # write would hang as well; the record expires on its own.
+            log.warning("the store did not take this server's last status record")
+        else:
+            if self._thread.ident is not None:  # it was started
+                self._thread.join(_CLOSE_GRACE)
+            last = threading.Thread(
+                target=lambda: self.write(stopped=stopped, force=True),
+                name="distsync-status-last",
+                daemon=True,
+            )
+            if not self._thread.is_alive():
+                last.start()
+                last.join(max(deadline - time.monotonic(), 0.0))
+            if self._thread.is_alive() or last.is_alive():
+                log.warning("the store did not take this server's last status record in time")
         if self.metrics is not None:
             self.metrics.close()
 
