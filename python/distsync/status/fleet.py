@@ -147,9 +147,12 @@ class FleetView:
         have = [s for s in counted if s.state in REACHED]
         parts = [f"{len(have)} of {len(counted)} servers have {name} version {seq}"]
         for state in ("failed", "unhealthy", "retrying", "pinned", "behind"):
-            parts += self._describe([s for s in counted if s.state == state], state)
+            group = [s for s in counted if s.state == state]
+            if group:
+                parts.append(f"{state}: {self._listing(group)}")
         quiet = [s for s in self.standings(name, seq) if s not in counted]
-        parts += self._describe(quiet, "silent")
+        if quiet:
+            parts.append(f"not reporting: {self._listing(quiet, seen='first')}")
         return "; ".join(parts)
 
     def verdict(self, name: str, seq: int, servers: int | None) -> Verdict:
@@ -169,44 +172,35 @@ class FleetView:
             done = len(reached) >= servers
         head = f"{name} version {seq}: {len(reached)} of {wanted} servers installed it"
         if failed:
-            failures = self._describe(failed, "failed", with_state=False)
-            return Verdict(False, True, len(reached), wanted, f"{head}; failed: {failures[0]}")
+            message = f"{head}; failed: {self._listing(failed)}"
+            return Verdict(False, True, len(reached), wanted, message)
         parts = [head]
         if not done:
             if not standings:
                 parts.append("no server has reported status yet")
             elif servers is None and not wanted:
                 parts.append("no live server reports status")
-            missing_text = self._describe(missing, "missing", with_state=False, with_seen=True)
-            parts += [f"missing: {text}" for text in missing_text]
+            if missing:
+                parts.append(f"missing: {self._listing(missing, seen='after')}")
         return Verdict(done, False, len(reached), wanted, "; ".join(parts))
 
-    def _describe(
-        self,
-        standings: list[Standing],
-        kind: str,
-        *,
-        with_state: bool = True,
-        with_seen: bool = False,
-    ) -> list[str]:
-        if not standings:
-            return []
+    def _listing(self, standings: list[Standing], *, seen: str = "") -> str:
+        """'srv-3 (reason), srv-4 (has version 41) and 2 more': at most ``_LISTED`` named.
+
+        ``seen="first"`` leads each detail with how the server stands and when it was last
+        heard from (servers not reporting); ``seen="after"`` adds that for servers that are
+        not live (servers missing from a wait)."""
         texts = []
         for s in standings[:_LISTED]:
-            detail = s.detail if s.state not in ("installed",) else ""
-            if with_state and kind == "silent":
-                seen = ago(self.now - s.server.written_at)
-                detail = f"{self.liveness(s.server)}, last seen {seen}, {detail}"
-            elif with_seen and not s.live:
-                seen = ago(self.now - s.server.written_at)
-                detail = f"{detail}; {self.liveness(s.server)}, last seen {seen}"
+            detail = "" if s.state == "installed" else s.detail
+            heard = f"{self.liveness(s.server)}, last seen {ago(self.now - s.server.written_at)}"
+            if seen == "first":
+                detail = f"{heard}, {detail}"
+            elif seen == "after" and not s.live:
+                detail = f"{detail}; {heard}"
             texts.append(f"{s.label} ({detail})" if detail else s.label)
         more = len(standings) - _LISTED
-        listed = ", ".join(texts) + (f" and {more} more" if more > 0 else "")
-        if not with_state:
-            return [listed]
-        verb = {"silent": "not reporting"}.get(kind, kind)
-        return [f"{verb}: {listed}"]
+        return ", ".join(texts) + (f" and {more} more" if more > 0 else "")
 
     # -- the stable JSON of ``distsync status --json`` (docs/status.md) --------------------
 
