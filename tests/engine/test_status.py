@@ -16,7 +16,6 @@ from distsync.crypto.secret import generate_secret, parse_secret
 from distsync.errors import ConfigError, FleetError, FormatError, IntegrityError
 from distsync.manifest import Manifest, Version
 from distsync.node import load_node_id, node_id_of
-from distsync.peers import PEER_RECORD
 from distsync.sealed import seal_record_body
 from distsync.state import DaemonState, Installed
 from distsync.status.board import StatusBoard, Throttle
@@ -33,6 +32,7 @@ from distsync.status.reporter import FleetReporter, Identity
 from distsync.status.wait import wait_for_version
 from distsync.storage.counting import CountingStore
 from distsync.storage.local import LocalStore
+from distsync.swarm.peerbook import PEER_RECORD
 
 SECRET = parse_secret(generate_secret())
 NOW = 1_800_000_000.0

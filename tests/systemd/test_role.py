@@ -127,6 +127,17 @@ CASES: dict[str, dict[str, Any]] = {
         "distsync_daemon_swift_api_key": 'k"ey\\1',
         "distsync_daemon_venv": str(REPO / ".venv"),
     },
+    "swarm": {
+        "distsync_daemon_torrent": True,
+        "distsync_daemon_storage": "S3+BitTorrent",
+        "distsync_daemon_torrent_port": 7000,
+        "distsync_daemon_torrent_address": "10.1.2.3",
+        "distsync_daemon_torrent_seed_seconds": 120,
+        "distsync_daemon_torrent_s3_readers": 4,
+        "distsync_daemon_torrent_web_seed_delay": 45,
+        "distsync_daemon_torrent_stall_seconds": 90,
+        "distsync_daemon_tracker_url": "http://tracker.example:6969/announce",
+    },
     "local": {
         "distsync_daemon_storage": "Local",
         "distsync_daemon_storage_bucket": "/srv/bucket",
@@ -239,6 +250,28 @@ def test_rendered_config_loads_with_the_engine(rendered: dict[str, Path]) -> Non
     assert cfg.aws.region == "eu-west-1" and cfg.aws.secret_key == "s3cr3t/+="
     assert cfg.aws.endpoint == "http://10.0.0.1:9000" and cfg.aws.session_token is None
     assert cfg.metrics_address == ("127.0.0.1", 9717)
+
+
+def test_rendered_config_carries_the_torrent_keys_only_for_the_swarm(
+    rendered: dict[str, Path],
+) -> None:
+    cfg = _load(rendered, "swarm")
+    assert cfg.storage == "S3+BitTorrent"
+    assert (cfg.torrent_port, cfg.torrent_address, cfg.tracker_url) == (
+        7000,
+        "10.1.2.3",
+        "http://tracker.example:6969/announce",
+    )
+    assert (cfg.torrent_seed_seconds, cfg.torrent_s3_readers) == (120, 4)
+    assert (cfg.torrent_web_seed_delay, cfg.torrent_stall_seconds) == (45, 90)
+    assert "Torrent" not in (rendered["s3"] / "distsyncd.toml").read_text()
+    defaults = Config(path=Path("x"), secret=b"x" * 32, storage_bucket="b")
+    role = _yaml(ROLE / "defaults" / "main.yml")  # the role's defaults are the engine's
+    assert role["distsync_daemon_torrent_port"] == defaults.torrent_port
+    assert role["distsync_daemon_torrent_seed_seconds"] == defaults.torrent_seed_seconds
+    assert role["distsync_daemon_torrent_s3_readers"] == defaults.torrent_s3_readers
+    assert role["distsync_daemon_torrent_web_seed_delay"] == defaults.torrent_web_seed_delay
+    assert role["distsync_daemon_torrent_stall_seconds"] == defaults.torrent_stall_seconds
 
 
 def test_rendered_config_for_local_storage_has_no_aws_table(rendered: dict[str, Path]) -> None:

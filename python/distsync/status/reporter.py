@@ -40,8 +40,8 @@ __all__ = ["FleetReporter", "Identity", "Observer", "start_reporting"]
 
 log = logging.getLogger(__name__)
 
-_CLOSE_GRACE = 2.0  # seconds a stopping daemon gives its last status record, all told
-_HUNG = 1.0  # a status write under way this long at stop: the store hangs, do not wait on it
+_CLOSE_GRACE = 1.0  # seconds a stopping daemon gives its last status record, all told
+_HUNG = 0.5  # a status write under way this long at stop: the store hangs, do not wait on it
 _RETRY_AFTER = 30.0  # seconds before a failed status write is tried again
 
 
