@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from distsync.crypto.secret import InvalidSecret, parse_secret
 from distsync.errors import ConfigError
+from distsync.release.config import ReleaseSpec, parse_releases
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,6 +68,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "ChunkSize": (int,),
     "Uploader": (str,),
     "Pin": (dict,),
+    "Release": (list,),
     "TorrentPort": (int,),
     "TorrentAddress": (str,),
     "TorrentSeedSeconds": (int, float),
@@ -172,6 +174,8 @@ class Config:
     status_interval: float = 300.0
     metrics_address: tuple[str, int] | None = None
     metrics_textfile: Path | None = None
+    # [[Release]] tables (distsync.release).
+    releases: tuple[ReleaseSpec, ...] = ()
     swift: SwiftCreds | None = None  # Storage = "Swift"
 
     def error(self, key: str | None, problem: str) -> ConfigError:
@@ -198,8 +202,12 @@ class Config:
         return path if path.is_absolute() else (self.path.parent / path)
 
 
+# Commands that act on a server, so they read the daemon's configuration by default.
+SERVER_COMMANDS = ("daemon", "releases", "rollback", "resume")
+
+
 def default_config_path(command: str) -> Path:
-    default = DEFAULT_DAEMON_CONFIG if command == "daemon" else DEFAULT_UPLOAD_CONFIG
+    default = DEFAULT_DAEMON_CONFIG if command in SERVER_COMMANDS else DEFAULT_UPLOAD_CONFIG
     return Path(os.path.expanduser(default))
 
 
@@ -298,6 +306,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
         values["pins"] = dict(raw["Pin"])
     values.update(_torrent(path, raw))
     values.update(_fleet(cfg, raw))
+    if "Release" in raw:
+        values["releases"] = parse_releases(path, raw["Release"])
     values["swift"] = _swift(path, raw, values["storage"])
     return Config(**values)
 

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import cast
 
@@ -39,6 +40,8 @@ from distsync.heartbeat import Heartbeat
 from distsync.hooks import run_hook
 from distsync.layout import Layout
 from distsync.manifest import Version
+from distsync.release.manager import Releases
+from distsync.release.state import ActivationOutcome
 from distsync.state import DaemonState, Installed, StateFile, plan_installs
 from distsync.status.reporter import Observer, start_reporting
 from distsync.storage.base import Presigner, Store
@@ -69,6 +72,8 @@ _WAKE_EVERY = 0.1
 class CycleReport:
     installed: list[Version] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # How each release activation of the cycle ended (healthy, or failed and why).
+    activations: list[ActivationOutcome] = field(default_factory=list)
 
 
 class Daemon:
@@ -90,6 +95,15 @@ class Daemon:
         self._abandoned = False  # a worker outlived the stop grace: keep what it may use
         self.swarm: Swarm | None = None  # Storage = "S3+BitTorrent", while run() runs
         self.fleet = Observer()  # status record and metrics, while run() runs
+        # [[Release]] names take the release path; the rest go to OutputDir.
+        self.releases = Releases(
+            cfg.releases,
+            cfg.pins,
+            hook_timeout=cfg.hook_timeout,
+            stop=self.stop,
+            expect_silence=self._expect_silence,
+        )
+        self.pins = self.releases.plain_pins()
 
     def _store_calls_end(self) -> bool:
         """Whether store calls in flight give up now: on a stop request, after the farewell."""
@@ -99,12 +113,17 @@ class Daemon:
         """The work moved forward (the store answered, a batch was written)."""
         self.heartbeat.beat(time.monotonic())
 
+    def _expect_silence(self, seconds: float) -> None:
+        """A hook runs next: silent but bounded (its timeout, then a few seconds to end it)."""
+        self.heartbeat.expect(time.monotonic(), seconds + 10)
+
     # -- one cycle ----------------------------------------------------------------------
 
     def cycle(self) -> CycleReport:
         report = CycleReport()
         if self.swarm is not None:
             self.swarm.maintain()  # peer record, seeding windows
+        self._releases_local(report)
         state = self.state_file.load()
         try:
             tag = self.store.changed(self.catalog.layout.marker, state.marker_tag)
@@ -116,8 +135,10 @@ class Daemon:
         lost = self._forget_missing_files(state)
         full_list = self._polls % _FULL_LIST_EVERY == 0
         self._polls += 1
-        if tag is None and not (full_list or lost or state.retry or state.behind(self.cfg.pins)):
+        wanted = state.retry or state.behind(self.pins) or self.releases.needs_store()
+        if tag is None and not (full_list or lost or wanted):
             return report
+        listed_from = state.last_seq
         try:
             found, last_seq = self._collect(state, lost)
         except DistsyncError as exc:
@@ -125,11 +146,13 @@ class Daemon:
             report.failed.append(str(exc))
             self.fleet.poll_failed(str(exc))
             return report
-        for version in plan_installs(state, found, self.cfg.pins):
+        plain = [v for v in found if not self.releases.claims(v.manifest.name)]
+        for version in plan_installs(state, plain, self.pins):
             if self.stop.is_set():
                 break
             self._install(state, version, report)
             self.state_file.save(state)
+        self._releases_from_store(found, report, whole_log=listed_from == 0)
         state.last_seq = max(state.last_seq, last_seq)
         if tag is not None:
             state.marker_tag = tag
@@ -157,8 +180,8 @@ class Daemon:
                 log.warning("ignoring log entry %d: %s", entry.seq, entry.reason)
             else:
                 found.append(entry)
-        state.note_found(found)
-        extra = set(state.retry.values()) | set(state.behind(self.cfg.pins).values())
+        state.note_found(v for v in found if not self.releases.claims(v.manifest.name))
+        extra = set(state.retry.values()) | set(state.behind(self.pins).values())
         extra |= set(lost.values())
         for seq in sorted(extra - {v.seq for v in found}):
             try:
@@ -217,13 +240,42 @@ class Daemon:
         )
         healthy = None
         if self.cfg.on_update:
-            # Silent but bounded: HookTimeout, then a few seconds to kill it.
-            self.heartbeat.expect(time.monotonic(), self.cfg.hook_timeout + 10)
+            self._expect_silence(self.cfg.hook_timeout)
             healthy = run_hook(
                 self.cfg.on_update, dest, version, self.cfg.hook_timeout,
                 should_stop=self.stop.is_set,
             )  # fmt: skip
         self.fleet.installed(version, hook=healthy, swarm=self.swarm is not None)
+
+    # -- releases ([[Release]], distsync.release) ------------------------------------------
+
+    def _releases_local(self, report: CycleReport) -> None:
+        """Operator requests, crash recovery, switches to kept releases: no store needed."""
+        self.releases.local_pass()
+        self._report_activations(report)
+
+    def _releases_from_store(
+        self, found: list[Version], report: CycleReport, *, whole_log: bool
+    ) -> None:
+        self.releases.note_found(found)
+        fetch = self.swarm.fetch if self.swarm is not None else fetch_version
+
+        def place(version: Version, dest: Path) -> object:
+            return fetch(
+                self.store, self.cfg.secret, version, dest,
+                progress=self._moved, should_stop=self.stop.is_set,
+            )  # fmt: skip
+
+        self.releases.store_pass(
+            self.catalog.versions, self.catalog.read, place, whole_log=whole_log
+        )
+        self._report_activations(report)
+
+    def _report_activations(self, report: CycleReport) -> None:
+        for outcome in self.releases.drain_outcomes():
+            report.activations.append(outcome)
+            if not outcome.healthy:
+                report.failed.append(f"{outcome.name} version {outcome.version}: {outcome.reason}")
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -235,6 +287,7 @@ class Daemon:
             raise local_io_error("create", self.output_dir, exc) from None
         with (
             self._exclusive(),
+            self.releases.managed(),
             _stop_on_signals(self.stop, self._wake),
             self._swarm(),
             self._reporting(once),

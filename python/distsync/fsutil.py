@@ -24,6 +24,7 @@ __all__ = [
     "atomic_output",
     "fsync_dir",
     "local_io_error",
+    "remove_stale_temps",
 ]
 
 TEMP_SUFFIX = ".distsync-tmp"
@@ -100,3 +101,15 @@ def atomic_output(dest: Path, mode: int = 0o644, *, part: Path | None = None) ->
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temp files a killed process left behind; returns what was removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in directory.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed.append(entry)
+    return removed

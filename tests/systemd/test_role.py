@@ -119,6 +119,20 @@ CASES: dict[str, dict[str, Any]] = {
         "distsync_daemon_aws_secret_key": "s3cr3t/+=",
         "distsync_daemon_aws_endpoint": "http://10.0.0.1:9000",
     },
+    "releases": {
+        "distsync_daemon_pins": {"app-3.tar.gz": "3"},
+        "distsync_daemon_releases": [
+            {
+                "match": "app-*.tar.gz",
+                "dir": "/srv/app",
+                "keep": 2,
+                "health_check": ["/usr/bin/curl", "-fsS", 'http://127.0.0.1:8080/"h"'],
+                "health_timeout": 30,
+                "post_activate": ["/bin/systemctl", "reload", "app"],
+            },
+            {"match": "image.tar", "dir": "/srv/image", "unpack": False, "pre_activate": None},
+        ],
+    },
     "swift": {
         "distsync_daemon_storage": "Swift",
         "distsync_daemon_storage_bucket": "distsync-prod",
@@ -272,6 +286,25 @@ def test_rendered_config_carries_the_torrent_keys_only_for_the_swarm(
     assert role["distsync_daemon_torrent_s3_readers"] == defaults.torrent_s3_readers
     assert role["distsync_daemon_torrent_web_seed_delay"] == defaults.torrent_web_seed_delay
     assert role["distsync_daemon_torrent_stall_seconds"] == defaults.torrent_stall_seconds
+
+
+def test_rendered_config_carries_the_releases(rendered: dict[str, Path]) -> None:
+    app, image = _load(rendered, "releases").releases
+    assert (app.match, str(app.dir), app.keep, app.unpack) == ("app-*.tar.gz", "/srv/app", 2, True)
+    assert app.health_check == ("/usr/bin/curl", "-fsS", 'http://127.0.0.1:8080/"h"')
+    assert (app.health_timeout, app.pre_activate) == (30, ())
+    assert app.post_activate == ("/bin/systemctl", "reload", "app")
+    assert (image.match, str(image.dir), image.keep, image.unpack) == (
+        "image.tar",
+        "/srv/image",
+        5,
+        False,
+    )
+    assert image.health_check == image.pre_activate == image.post_activate == ()
+    assert image.health_timeout == 60
+    unit = (rendered["releases"] / "distsync.service").read_text().splitlines()
+    assert "ReadWritePaths=/srv/distsync /var/lib/distsync /srv/app /srv/image" in unit
+    assert _load(rendered, "defaults").releases == ()
 
 
 def test_rendered_config_for_local_storage_has_no_aws_table(rendered: dict[str, Path]) -> None:
