@@ -274,6 +274,7 @@ class Daemon:
     def _report_activations(self, report: CycleReport) -> None:
         for outcome in self.releases.drain_outcomes():
             report.activations.append(outcome)
+            self.fleet.activated(outcome)
             if not outcome.healthy:
                 report.failed.append(f"{outcome.name} version {outcome.version}: {outcome.reason}")
 

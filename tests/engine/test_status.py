@@ -16,6 +16,7 @@ from distsync.crypto.secret import generate_secret, parse_secret
 from distsync.errors import ConfigError, FleetError, FormatError, IntegrityError
 from distsync.manifest import Manifest, Version
 from distsync.node import load_node_id, node_id_of
+from distsync.release.state import ActivationOutcome
 from distsync.sealed import seal_record_body
 from distsync.state import DaemonState, Installed
 from distsync.status.board import StatusBoard, Throttle
@@ -294,6 +295,30 @@ def test_an_idle_server_writes_one_record_per_interval_and_changes_at_once(tmp_p
     reporter.close(stopped=True)
     (last,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
     assert last.stopped and not last.live(clock.now) and last.expires == last.written_at
+
+
+def test_release_activations_are_reported_like_installs(tmp_path: Path) -> None:
+    """[[Release]] names are not in the daemon's state file: activations tell the reporter."""
+    clock, state = Clock(), DaemonState()
+    reporter, store = reporter_on(tmp_path, clock, state)
+
+    def outcome(version: str, healthy: bool, current: str) -> ActivationOutcome:
+        reason = None if healthy else "health check exited 1"
+        return ActivationOutcome(
+            "app-*", "/srv/app", APP, version, "ab" * 32, healthy, reason, clock.now, current
+        )
+
+    reporter.activated(outcome("7", True, "7"))
+    reporter.write()
+    clock.now += 1
+    reporter.activated(outcome("8", False, "7"))  # switched back to 7
+    reporter.write()
+    (record,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
+    item = record.artifacts[APP]
+    assert (item.version, item.hook) == (7, "ok")
+    assert item.failure == Failure(8, "health check exited 1", clock.now, True)
+    standing = FleetView([record], clock.now).standing(record, APP, 8)
+    assert (standing.state, standing.detail) == ("failed", "health check exited 1")
 
 
 def test_a_failed_write_is_retried_later_not_on_every_poll(tmp_path: Path) -> None:

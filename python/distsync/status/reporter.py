@@ -25,6 +25,7 @@ from distsync.errors import DistsyncError
 from distsync.manifest import Version
 from distsync.metrics import DaemonMetrics
 from distsync.node import node_id_of
+from distsync.release.state import ActivationOutcome
 from distsync.state import DaemonState
 from distsync.status.board import StatusBoard, Throttle
 from distsync.status.record import (
@@ -63,6 +64,9 @@ class Observer:
         pass
 
     def failed(self, version: Version, reason: str, *, final: bool) -> None:
+        pass
+
+    def activated(self, outcome: ActivationOutcome) -> None:
         pass
 
     def poll_failed(self, reason: str) -> None:
@@ -105,6 +109,9 @@ class FleetReporter(Observer):
         self._failures: dict[str, Failure] = {}
         self._hooks: dict[str, tuple[int, str]] = {}  # name -> (version, "ok" | "failed")
         self._installed_at: dict[str, tuple[int, float]] = {}
+        # [[Release]] names, which the daemon's state file does not hold: what `current`
+        # points at after each activation (version, sha256 when known, when).
+        self._released: dict[str, tuple[int, str | None, float | None]] = {}
         self._peer_bytes = 0
         self._install_mark = 0
         self._last_poll: float | None = None
@@ -165,6 +172,23 @@ class FleetReporter(Observer):
         if self.metrics is not None:
             self.metrics.failures.labels(name).inc()
 
+    def activated(self, outcome: ActivationOutcome) -> None:
+        """A release was switched to (healthy) or back from (its checks failed)."""
+        version, current = _seq(outcome.version), _seq(outcome.current)
+        name = outcome.name
+        with self._lock:
+            if outcome.healthy and version is not None:
+                self._released[name] = (version, outcome.sha256, outcome.at)
+                self._hooks[name] = (version, "ok")
+            elif version is not None:
+                reason = " ".join((outcome.reason or "its checks failed").split())
+                self._failures[name] = Failure(version, reason[:MAX_REASON], outcome.at, True)
+                if current is not None and self._released.get(name, (None,))[0] != current:
+                    self._released[name] = (current, None, None)
+        if self.metrics is not None:
+            counter = self.metrics.installs if outcome.healthy else self.metrics.failures
+            counter.labels(name).inc()
+
     def poll_failed(self, reason: str) -> None:
         self._poll_failed = True
         if self.metrics is not None:
@@ -189,16 +213,22 @@ class FleetReporter(Observer):
             failures = dict(self._failures)
             hooks = dict(self._hooks)
             installed_at = dict(self._installed_at)
+            released = dict(self._released)
             peer_bytes = self._peer_bytes
         artifacts = {}
-        for name in sorted({*state.installed, *state.newest, *failures, *self.pins}):
+        names = {*state.installed, *state.newest, *failures, *self.pins, *released}
+        for name in sorted(names):
             have = state.installed.get(name)
             version = have.version if have is not None else None
+            sha256 = have.sha256 if have is not None else None
             hook = hooks.get(name)
             when = installed_at.get(name)
+            if name in released:
+                version, sha256, at = released[name]
+                when = None if at is None else (version, at)
             artifacts[name] = ArtifactStatus(
                 version=version,
-                sha256=have.sha256 if have is not None else None,
+                sha256=sha256,
                 installed_at=when[1]
                 if when is not None and when[0] == version
                 else self._file_time(name, have is not None),
@@ -347,3 +377,7 @@ def start_reporting(
     )
     log.info("reporting status as %s (node %s)", identity.name, identity.node)
     return reporter.start()
+
+
+def _seq(version: str | None) -> int | None:
+    return int(version) if version is not None and version.isdigit() else None
