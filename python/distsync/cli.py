@@ -33,7 +33,6 @@ from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
 
 if TYPE_CHECKING:  # only for annotations of the fleet-status code below
-    from distsync.manifest import Version
     from distsync.status.fleet import Verdict
     from distsync.storage.base import Store
 
@@ -155,25 +154,36 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from distsync.upload import upload_file
+    from distsync.upload import check_source, upload_if_changed
 
     cfg = _config(args)
-    catalog = Catalog.open(cfg)
-    store = catalog.store
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
     _check_wait_options(args)
-    uploaded = []
-    for name in args.files:
-        path = Path(name)
-        progress = Progress(f"upload {path.name}", _input_size(name))
-        version = upload_file(cfg, store, catalog, path, name=args.name, progress=progress)
+    uploaded: list[tuple[str, int]] = []  # (name, version) to wait for
+    # Every file is checked before anything is written: no half-done batch.
+    named = [(Path(name), check_source(Path(name), args.name)) for name in args.files]
+    catalog = Catalog.open(cfg)
+    for path, name in named:
+        progress = Progress(f"upload {name}", _input_size(str(path)))
+        outcome = upload_if_changed(
+            cfg, catalog.store, catalog, path, name=name, force=args.force, progress=progress
+        )
         progress.close()
-        m = version.manifest
-        print(f"{m.name}\tversion {version.version_id}\t{m.size} bytes\tsha256 {m.sha256}")
-        uploaded.append(version)
+        facts = outcome.after
+        if not outcome.changed:
+            print(
+                f"distsync: {name} is unchanged: version {facts['version']} has the same "
+                "content; not uploaded (--force uploads it anyway)",
+                file=sys.stderr,
+            )
+        print(
+            f"{facts['name']}\tversion {facts['version']}\t{facts['size']} bytes"
+            f"\tsha256 {facts['sha256']}"
+        )
+        uploaded.append((facts["name"], int(facts["version"])))
     if args.wait:
-        _wait_for_fleet(cfg, store, uploaded, args)
+        _wait_for_fleet(cfg, catalog.store, uploaded, args)
     return 0
 
 
@@ -187,15 +197,14 @@ def _check_wait_options(args: argparse.Namespace) -> None:
 
 
 def _wait_for_fleet(
-    cfg: Config, store: Store, versions: list[Version], args: argparse.Namespace
+    cfg: Config, store: Store, versions: list[tuple[str, int]], args: argparse.Namespace
 ) -> None:
     """``upload --wait``: until the servers report each version installed (exit 6 if not)."""
     from distsync.status import wait_for_upload
 
     deadline = time.monotonic() + args.timeout
     on_terminal = sys.stderr.isatty()
-    for version in versions:
-        name = version.manifest.name
+    for name, seq in versions:
 
         def show(verdict: Verdict, name: str = name) -> None:
             if on_terminal:
@@ -207,7 +216,7 @@ def _wait_for_fleet(
                 cfg,
                 store,
                 name,
-                version.seq,
+                seq,
                 servers=args.servers,
                 timeout=max(deadline - time.monotonic(), 0.5),
                 progress=show,
@@ -547,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(upload)
     upload.add_argument("files", nargs="+", metavar="FILE")
     upload.add_argument("--name", help="artifact name (default: the file's base name)")
+    upload.add_argument(
+        "--force",
+        action="store_true",
+        help="upload even when the newest version of the name has the same content",
+    )
     _add_wait_options(upload)
     upload.set_defaults(handler=cmd_upload)
 

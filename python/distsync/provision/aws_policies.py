@@ -200,12 +200,12 @@ def build_policies(
             },
             {
                 # The marker's hint and the log entries (encrypted manifests) are what versioning
-                # and idempotent uploads need to read.
-                # The servers' status records: what `upload --wait` and `distsync status` read.
+                # and idempotent uploads need to read; the store record tells a wrong secret;
+                # the servers' status records are what `upload --wait` and `distsync status` read.
                 "Sid": "ReadLogMarkerAndStatus",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
-                "Resource": [keys("log/*"), keys("marker"), keys("status/*")],
+                "Resource": [keys("log/*"), keys("marker"), keys("store"), keys("status/*")],
             },
             {
                 "Sid": "ListLogAndStatus",
@@ -313,6 +313,14 @@ def setup_admin_policy(partition: str = "aws") -> dict[str, Any]:
                     "iam:DeleteAccessKey",
                 ],
                 "Resource": users,
+            },
+            {
+                # The store record setup writes under the prefix (and reads, so that a store
+                # is never replaced by accident).
+                "Sid": "StoreRecord",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": buckets + "/*/store",
             },
         ],
     }

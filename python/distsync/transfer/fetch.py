@@ -10,10 +10,12 @@ continued: its whole chunks are kept and re-read into the SHA-256, which still h
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
 import queue
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +65,15 @@ def part_path(dest: Path, version: Version) -> Path:
     return dest.parent / f".{dest.name}.v{version.seq}{PART_SUFFIX}"
 
 
+def _other_parts(dest: Path, part: Path) -> list[Path]:
+    """Part files of other versions of ``dest``'s name, and of no other name: the name is
+    escaped for the glob (a name may hold ``*`` or ``[``) and matched exactly after it (the
+    part of a name like ``a.v9`` must not count as one of ``a``)."""
+    exact = re.compile(re.escape(f".{dest.name}.v") + r"[0-9]+" + re.escape(PART_SUFFIX))
+    found = dest.parent.glob(f"{glob.escape('.' + dest.name)}.v*{PART_SUFFIX}")
+    return [path for path in found if path != part and exact.fullmatch(path.name)]
+
+
 def _resume(out: BinaryIO, chunk_size: int, count: int, digest: Any) -> int:
     """Keep the whole chunks a crashed fetch already wrote; returns how many. Their bytes are
     fed to the digest, so the final SHA-256 check still covers the whole file."""
@@ -89,7 +100,10 @@ def fetch_version(
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    mode_mask: int = 0o777,
 ) -> FetchResult:
+    """Fetch ``version`` to ``dest``, with the manifest's file mode masked by ``mode_mask``
+    (setuid, setgid and sticky bits only when the caller allows them)."""
     started = time.monotonic()
     manifest = version.manifest
     key = manifest.object_key
@@ -109,11 +123,11 @@ def fetch_version(
         raise IntegrityError(f"version {version.version_id}: chunk size differs from the manifest")
 
     part = part_path(dest, version)
-    for other in dest.parent.glob(f".{dest.name}.v*{PART_SUFFIX}"):
-        if other != part:  # a crashed fetch of a version that is no longer wanted
-            with contextlib.suppress(OSError):
-                other.unlink()
-    args = (store, decryptor, version, dest, part, workers, progress, should_stop, started)
+    for other in _other_parts(dest, part):  # crashed fetches of versions no longer wanted
+        with contextlib.suppress(OSError):
+            other.unlink()
+    mode = manifest.mode & mode_mask & 0o7777
+    args = (store, decryptor, version, dest, part, mode, workers, progress, should_stop, started)
     resuming = part.exists()
     try:
         return _fetch(*args)
@@ -132,6 +146,7 @@ def _fetch(
     version: Version,
     dest: Path,
     part: Path,
+    mode: int,
     workers: int,
     progress: Callable[[int], None] | None,
     should_stop: Callable[[], bool],
@@ -170,7 +185,7 @@ def _fetch(
         return plain, filled
 
     digest = hashlib.sha256()
-    with atomic_output(dest, mode=manifest.mode & 0o7777, part=part) as out:
+    with atomic_output(dest, mode=mode, part=part) as out:
         kept = _resume(out, manifest.chunk_size, count, digest)
         if kept:
             log.info("%s: continuing a download after %d chunks", dest.name, kept)
