@@ -582,8 +582,6 @@ def decrypt_ranges(
         name="distsync-fetch",
     ) as pipe:
         for first in range(first_chunk, count, per_batch):
-            if check is not None:
-                check()
             last = min(first + per_batch, count) - 1
             task = functools.partial(open_batch, first, last)
             pipe.submit(pipe.next_slot(), task, size_in=0, tag=0)
