@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import time
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +23,40 @@ class Run:
     rss_mib: float  # peak resident set (ru_maxrss)
 
 
-def measure(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Run:
+# Runs one command and writes "exit-code seconds cpu-seconds maxrss-KiB" to a file. Children
+# inherit the peak RSS of the process that forks them (Linux carries it across exec), so the
+# bench, which holds big buffers and imports boto3, never forks a measured command itself:
+# this small launcher does.
+_LAUNCHER = """\
+import os, sys, time
+result, argv = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_pid, status, usage = os.wait4(pid, 0)
+elapsed = time.perf_counter() - started
+with open(result, "w") as out:
+    out.write(f"{os.waitstatus_to_exitcode(status)} {elapsed} "
+              f"{usage.ru_utime + usage.ru_stime} {usage.ru_maxrss}")
+"""
+
+
+def measure(
+    argv: Sequence[str], log: Path, env: dict[str, str] | None = None, stdin: int | None = None
+) -> Run:
     """Wall time, CPU time and peak RSS of one child process (its own, via wait4)."""
+    result = log.with_suffix(".result")
+    launcher = [sys.executable, "-S", "-c", _LAUNCHER, str(result), *argv]
     with open(log, "wb") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(list(argv), env=env, stdout=out, stderr=subprocess.STDOUT)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
+        done = subprocess.run(launcher, env=env, stdin=stdin, stdout=out, stderr=out, check=False)
+    code, seconds, cpu, rss_kib = result.read_text().split() if not done.returncode else ["1"] * 4
+    if done.returncode or int(code):
         raise SystemExit(f"{' '.join(argv)} failed:\n{log.read_text(errors='replace')}")
-    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    return Run(float(seconds), float(cpu), int(rss_kib) / 1024)  # ru_maxrss is in KiB
 
 
 def load() -> str:

@@ -9,7 +9,10 @@ Measured in the same run, in this order:
    two. They scale only if the libraries release the GIL (cryptography >= 50, hashlib).
 2. The baseline: ``openssl speed -evp aes-128-cbc`` (one core, 1 MiB blocks), before and after
    the runs; the higher figure is used, so a busy moment does not flatter the ratios.
-3. Whole processes on a generated file, files on /dev/shm: ``distsync encrypt`` and
+3. CPU per byte of each step, one thread (read, write, AES, HMAC, SHA-256) and the CPU of
+   starting the CLI. CPU time barely moves on a busy machine; added up per run and spread
+   over the idle cores, it gives each run's ceiling.
+4. Whole processes on a generated file, files on /dev/shm: ``distsync encrypt`` and
    ``distsync decrypt`` (start-up included), and the encryption upload does (the same plus the
    plaintext SHA-256 the manifest records). One untimed warm-up (the first write to fresh
    tmpfs pages is slow in these VMs), then ``--repeat`` runs; wall time, CPU time and peak RSS
@@ -142,6 +145,99 @@ def longest_wait(fn: object) -> float:
     return max(b - a for a, b in zip(inside, inside[1:])) / (ended - started)
 
 
+def per_byte_costs(work: Path, config: Path) -> dict[str, float]:
+    """CPU nanoseconds per byte of each step, one thread, 256 MiB in 1 MiB pieces.
+
+    CPU time, not wall time: a busy machine slows these much less than it slows throughput.
+    They add up to each run's CPU budget, and that budget divided over the cores is the
+    fastest the run could be on an idle machine (the "ceiling" of the summary).
+    """
+    import hmac
+    import resource
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = os.urandom(16)
+    buf = memoryview(bytearray(MiB + 16))
+    out = memoryview(bytearray(MiB + 16))
+    count = 256
+    source, target = work / "plain", work / "cost-write"
+
+    def read() -> None:
+        with open(source, "rb") as handle:
+            for _ in range(count):
+                handle.readinto(buf[:MiB])
+
+    def write() -> None:
+        target.unlink(missing_ok=True)
+        with open(target, "wb") as handle:
+            for _ in range(count):
+                handle.write(out[:MiB])
+
+    def aes_encrypt() -> None:
+        for _ in range(count):
+            Cipher(algorithms.AES(key), modes.CBC(key)).encryptor().update_into(buf[:MiB], out)
+
+    def aes_decrypt() -> None:
+        for _ in range(count):
+            Cipher(algorithms.AES(key), modes.CBC(key)).decryptor().update_into(buf[:MiB], out)
+
+    def mac() -> None:
+        for _ in range(count):
+            hmac.new(key, buf[:MiB], hashlib.sha256).digest()
+
+    def sha() -> None:
+        digest = hashlib.sha256()
+        for _ in range(count):
+            digest.update(buf[:MiB])
+
+    def thread_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_THREAD)
+        return usage.ru_utime + usage.ru_stime
+
+    costs = {}
+    steps = {
+        "read (tmpfs)": read,
+        "write (new tmpfs file)": write,
+        "AES-128-CBC encrypt": aes_encrypt,
+        "AES-128-CBC decrypt": aes_decrypt,
+        "HMAC-SHA-256": mac,
+        "SHA-256": sha,
+    }
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(3):
+            started = thread_cpu()
+            step()
+            best = min(best, thread_cpu() - started)
+        costs[name] = best / (count * MiB) * 1e9
+    target.unlink(missing_ok=True)
+    startup = measure(
+        [sys.executable, "-m", "distsync", "encrypt", "-c", str(config), "-", "-o", os.devnull],
+        work / "child.log",
+        dict(os.environ, PYTHONPATH=str(REPO / "python")),
+        stdin=subprocess.DEVNULL,
+    )
+    costs["start-up (s)"] = startup.cpu_seconds
+    return costs
+
+
+# What each run does per byte (the start-up comes on top, once).
+RECIPES = {
+    "encrypt": ("read (tmpfs)", "AES-128-CBC encrypt", "HMAC-SHA-256", "write (new tmpfs file)"),
+    "decrypt": ("read (tmpfs)", "HMAC-SHA-256", "AES-128-CBC decrypt", "write (new tmpfs file)"),
+    "upload's encryption": (
+        "read (tmpfs)", "AES-128-CBC encrypt", "HMAC-SHA-256", "SHA-256", "write (new tmpfs file)",
+    ),
+}
+
+
+def ceiling(label: str, costs: dict[str, float], size: int, cores: int) -> tuple[float, float]:
+    """(CPU seconds the run needs, its shortest possible wall time on ``cores`` idle cores)."""
+    cpu = sum(costs[step] for step in RECIPES[label]) * size / 1e9 + costs["start-up (s)"]
+    return cpu, cpu / cores
+
+
 def time_rows(
     args: argparse.Namespace, work: Path, config: Path, prefix: list[str]
 ) -> dict[str, Row]:
@@ -233,6 +329,11 @@ def main() -> None:
         config.write_text(f'SharedSecret = "{generate_secret()}"\nStorageBucket = "unused"\n')
         config.chmod(0o600)
         write_random(work / "plain", size)
+        costs = per_byte_costs(work, config)
+        print(f"\nCPU per byte, one thread ({load()}):\n")
+        print("| step | core-ns/B |\n|---|---:|")
+        for step, cost in costs.items():
+            print(f"| {step} | {cost:.3f} |" if "(s)" not in step else f"| {step} | {cost:.2f} s |")
         results["all"] = time_rows(args, work, config, [])
         if not args.no_one_core:
             results["one"] = time_rows(args, work, config, ONE_CORE)
@@ -247,14 +348,20 @@ def main() -> None:
     if "one" in results:
         print_rows("One core (taskset -c 0):", results["one"], size, aes)
 
+    cores = os.cpu_count() or 1
     print(f"\n== summary: {args.size_mib} MiB, best of {args.repeat}, vs openssl AES-128-CBC ==")
-    for label in ("encrypt", "decrypt", "upload's encryption"):
+    print(f"(ceiling: the CPU the steps above add up to, spread over {cores} idle cores)")
+    for label in RECIPES:
         ratio = size / results["all"][label].best.seconds / aes
+        cpu, fastest = ceiling(label, costs, size, cores)
         goal = GOALS.get(label)
         verdict = f"goal >= {goal:.2f}: {'met' if ratio >= goal else 'NOT met'}" if goal else ""
         one = results.get("one", {}).get(label)
         single = f"one core {size / one.best.seconds / aes:.2f}x" if one else ""
-        print(f"{label:20} {ratio:5.2f}x  {single:16} {verdict}")
+        print(
+            f"{label:20} {ratio:5.2f}x  {single:16} ceiling {size / fastest / aes:.2f}x "
+            f"(CPU {results['all'][label].best.cpu_seconds:.2f} s, model {cpu:.2f} s)  {verdict}"
+        )
     print(f"({load()} at the end)")
 
 
