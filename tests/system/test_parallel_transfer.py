@@ -130,6 +130,12 @@ def test_sigint_in_the_middle_of_a_decryption_leaves_no_temp_file(
             assert time.monotonic() < deadline, "decryption never started writing"
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.01)
+        # Python acts on a signal in the main thread between bytecodes: one that landed just
+        # before that thread entered read() would wait for the read to return. So signal once
+        # the main thread (the pipeline's reader) sits in read(0, ...), as after a Ctrl-C.
+        while not Path(f"/proc/{proc.pid}/syscall").read_text().startswith("0 0x0 "):
+            assert time.monotonic() < deadline, "decryption never waited for more input"
+            time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
     finally:
