@@ -93,6 +93,7 @@ def upload_file(
         # The file changed while it was read: refuse to publish a torn artifact.
         remove_content()
         raise LocalIOError(f"{path} changed size while it was uploaded; try again")
+    assert result.plaintext_sha256 is not None  # encrypt_stream hashes unless told not to
     manifest = Manifest(
         name=name,
         size=result.plaintext_size,

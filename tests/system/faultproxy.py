@@ -6,7 +6,8 @@ after part of its body), or stalls (holds the connection silent for longer than 
 read timeout). Rules fire a given number of times, first match wins; ``counts`` records what
 was forwarded and what was done, so a test can prove that its faults really happened, and
 ``counts["body bytes"]`` how many response body bytes the server sent for the client (all
-of them, even if the client hung up before reading them).
+of them, even if the client hung up before reading them), and ``requests`` every request in
+order (what an idle daemon costs is counted there).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Fault:
     action: str
     method: str | None = None
     ranged: bool | None = None  # only requests with (True) / without (False) a Range header
+    range_from: int | None = None  # only ranged requests starting at or after this byte
     path_contains: str | None = None  # matched against path and query
     times: int = 1
     status: int = 503
@@ -57,11 +59,12 @@ class Fault:
     stall: float = 30.0
     upstream_first: bool = False
 
-    def matches(self, method: str, path: str, ranged: bool) -> bool:
+    def matches(self, method: str, path: str, ranged: bool, start: int | None = None) -> bool:
         return (
             self.times > 0
             and (self.method is None or self.method == method)
             and (self.ranged is None or self.ranged == ranged)
+            and (self.range_from is None or (start is not None and start >= self.range_from))
             and (self.path_contains is None or self.path_contains in path + "&")
         )
 
@@ -72,6 +75,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.faults: list[Fault] = []
         self.counts: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []  # (method, path and query), in order
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -91,17 +95,21 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
             self.counts.clear()
+            self.requests.clear()
 
     def pending(self) -> int:
         """Faults still armed (a test asserts 0 to know every one of them fired)."""
         with self._lock:
             return sum(f.times for f in self.faults)
 
-    def take(self, method: str, path: str, ranged: bool) -> Fault | None:
+    def take(
+        self, method: str, path: str, ranged: bool, start: int | None = None
+    ) -> Fault | None:
         with self._lock:
             self.counts[method] += 1
+            self.requests.append((method, path))
             for fault in self.faults:
-                if fault.matches(method, path, ranged):
+                if fault.matches(method, path, ranged, start):
                     fault.times -= 1
                     self.counts[fault.action] += 1
                     return fault
@@ -163,7 +171,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         body = self._read_body()
         ranged = "Range" in self.headers
-        fault = self.owner.take(self.command, self.path, ranged)
+        first = self.headers.get("Range", "").removeprefix("bytes=").split("-")[0]
+        start = int(first) if first.isdigit() else None
+        fault = self.owner.take(self.command, self.path, ranged, start)
         if fault is not None and fault.action == "status":
             self._send_error(fault.status)
             return

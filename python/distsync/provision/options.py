@@ -61,6 +61,7 @@ class SetupOptions:
     profile: str | None = None  # AWS profile for setup itself; default boto3's chain
     require_conditional_log: bool | None = None  # None: on for AWS, off for --endpoint
     no_iam: bool = False  # a store without IAM: both configs get setup's own keys
+    record_expiry_days: int | None = None  # status/peer records of gone servers; None: 7
     swift: SwiftSetup = field(default_factory=SwiftSetup)  # --storage swift only
 
 

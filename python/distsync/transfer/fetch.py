@@ -14,7 +14,6 @@ import glob
 import hashlib
 import logging
 import os
-import queue
 import re
 import time
 from collections.abc import Callable
@@ -27,13 +26,12 @@ from distsync.errors import DistsyncError, IntegrityError
 from distsync.fsutil import PART_SUFFIX, atomic_output
 from distsync.logorder import seq_of
 from distsync.manifest import Version
-from distsync.transfer.parallel import ordered_map
 
 __all__ = ["ChunkSource", "FetchResult", "Interrupted", "fetch_version"]
 
 log = logging.getLogger(__name__)
 
-# One ranged GET per batch of whole chunks; memory is about (workers + 1) x 2 batches.
+# One ranged GET per batch of whole chunks; memory is about (workers + 2) x 2 batches.
 _BATCH_BYTES = 4 << 20
 
 
@@ -161,34 +159,13 @@ def _fetch(
     manifest = version.manifest
     key = manifest.object_key
     count = stream.chunk_count(manifest.size, manifest.chunk_size)
-    sealed_full = manifest.chunk_size + stream.CHUNK_OVERHEAD
-    per_batch = max(1, _BATCH_BYTES // sealed_full)
-    # Plaintext buffers are reused: a batch is decrypted into one, written, and handed back.
-    spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-    for _unused in range(workers + 1):
-        spare.put(bytearray(per_batch * sealed_full))
 
-    def fetch_batch(indices: range) -> tuple[bytearray, int]:
+    def read(start: int, length: int) -> bytes:
+        return store.get_range(key, start, length)
+
+    def check() -> None:
         if should_stop():
             raise Interrupted("stopped before the transfer finished")
-        start = decryptor.chunk_offset(indices[0])
-        last = indices[-1] == count - 1
-        end = manifest.object_size if last else decryptor.chunk_offset(indices[-1] + 1)
-        data = memoryview(store.get_range(key, start, end - start))
-        if len(data) != end - start:
-            raise IntegrityError(f"version {version.version_id}: stored object is truncated")
-        plain = spare.get()
-        try:
-            filled = 0
-            for n, index in enumerate(indices):
-                piece = data[n * sealed_full : (n + 1) * sealed_full]
-                filled += decryptor.open_chunk_into(
-                    index, piece, index == count - 1, memoryview(plain)[filled:]
-                )
-        except BaseException:
-            spare.put(plain)
-            raise
-        return plain, filled
 
     digest = hashlib.sha256()
     with atomic_output(dest, mode=mode, part=part) as out:
@@ -198,17 +175,19 @@ def _fetch(
         written = kept * manifest.chunk_size
         if progress is not None and written:
             progress(written)
-        batches = [
-            range(first, min(first + per_batch, count)) for first in range(kept, count, per_batch)
-        ]
-        for plain, filled in ordered_map(fetch_batch, batches, workers=workers, inflight=workers):
-            view = memoryview(plain)[:filled]
-            digest.update(view)
-            out.write(view)
-            spare.put(plain)
-            written += filled
-            if progress is not None:
-                progress(filled)
+        # Ranged reads, chunk verification, decryption, the SHA-256 and the writes overlap.
+        written += stream.decrypt_ranges(
+            decryptor,
+            read,
+            manifest.object_size,
+            out,
+            first_chunk=kept,
+            digest=digest.update,
+            progress=progress,
+            workers=workers,
+            check=check,
+            batch_bytes=_BATCH_BYTES,
+        )
         if written != manifest.size or digest.hexdigest() != manifest.sha256:
             raise IntegrityError(
                 f"version {version.version_id}: content does not match the manifest's SHA-256"
