@@ -3,7 +3,7 @@
 Two layouts, chosen per store by the store record's ``atomic_create`` capability
 (``distsync.logorder``): where the store's create-if-absent is atomic an uploader claims the
 next free sequence number with it; where it is not (native Swift, Swift's S3 API), every
-uploader writes a key of its own (``log/<seq>.<tag>``), confirms that the store lists it close
+uploader writes a key of its own (``log/<seq>-<tag>``), confirms that the store lists it close
 enough to the log's end for every reader's look-back window to reach it, and claims again if
 not. A store without a record keeps the atomic layout.
 

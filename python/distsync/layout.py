@@ -3,7 +3,7 @@
     {prefix}store               the sealed store record: id, format, capabilities (store_record.py)
     {prefix}marker              rewritten after every upload: servers poll its version tag
     {prefix}log/{seq:020d}      encrypted manifests, one per upload, claimed by conditional create
-    {prefix}log/{seq:020d}.{tag}  the same on a store without atomic create (logorder.py)
+    {prefix}log/{seq:020d}-{tag}  the same on a store without atomic create (logorder.py)
     {prefix}objects/{random}    ciphertext of the artifacts (random ids, never names)
     {prefix}peers/{node id}     S3+BitTorrent: each daemon's encrypted address (swarm/peerbook.py)
 
@@ -59,7 +59,7 @@ class Layout:
         """A ``list_after`` start that lists every log key of ``seq`` and above."""
         if seq <= 0:
             return self.log_prefix
-        # "~" sorts after "." and every digit: past all keys of seq - 1, before those of seq.
+        # "~" sorts after "-" and every digit: past all keys of seq - 1, before those of seq.
         return f"{self.log_prefix}{seq - 1:0{SEQ_DIGITS}d}~"
 
     def new_object_key(self) -> str:

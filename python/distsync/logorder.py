@@ -5,7 +5,7 @@ The log has two layouts; the store record's ``atomic_create`` capability (probed
 says which one a store's writers use:
 
     atomic   {prefix}log/{seq:020d}           claimed with a conditional create: one per seq
-    tagged   {prefix}log/{seq:020d}.{tag}     tag: 12 random lowercase hex digits per claim,
+    tagged   {prefix}log/{seq:020d}-{tag}     tag: 12 random lowercase hex digits per claim,
                                               written with a plain PUT; a seq may repeat
 
 On the tagged layout every uploader writes a key no other uploader writes (its random tag),
@@ -20,7 +20,8 @@ layout means the same); a tagged entry's is ``TAGGED + seq * 2**48 + tag``, abov
 sequence number. The daemon's cursor, its installed versions, its rejections and the
 releases' versions are all positions: "newer" is ``>``, whichever layout the store has.
 A *version id*, what users read and type (``distsync list``, ``--version``, ``Pin``), is
-``41`` on the atomic layout and ``41.9f3ac2e07b5d`` on the tagged one.
+``41`` on the atomic layout and ``41.9f3ac2e07b5d`` on the tagged one (a ``.``, not the key's
+``-``: release directories are named ``<version id>-<name>`` and split at the first ``-``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ _MAX_POSITION = TAGGED + (MAX_SEQ + 1) * _TAG_SPAN - 1
 # of the format: uploaders check their claim against the same number (claim_reaches_readers).
 LOOK_BACK = 64
 
-_LEAF = re.compile(rf"([0-9]{{{SEQ_DIGITS}}})(?:\.([0-9a-f]{{{_TAG_DIGITS}}}))?")
+_LEAF = re.compile(rf"([0-9]{{{SEQ_DIGITS}}})(?:-([0-9a-f]{{{_TAG_DIGITS}}}))?")
 _VERSION_ID = re.compile(rf"([0-9]{{1,{SEQ_DIGITS}}})(?:\.([0-9a-f]{{{_TAG_DIGITS}}}))?")
 
 
@@ -99,7 +100,7 @@ def seq_of(pos: int) -> int:
 def leaf_of(pos: int) -> str:
     """The log key's last part (after ``log/``) of the entry at ``pos``."""
     seq, tag = _split(pos)
-    return f"{seq:0{SEQ_DIGITS}d}" if tag is None else f"{seq:0{SEQ_DIGITS}d}.{tag:0{_TAG_DIGITS}x}"
+    return f"{seq:0{SEQ_DIGITS}d}" if tag is None else f"{seq:0{SEQ_DIGITS}d}-{tag:0{_TAG_DIGITS}x}"
 
 
 def position_of_leaf(leaf: str) -> int | None:

@@ -158,7 +158,7 @@ def test_no_sequence_number_past_twenty_digits_is_ever_claimed(catalog: Catalog)
         position(MAX_SEQ + 1, 0)
     # The highest position of either layout still has 20 digits.
     assert catalog.layout.log_key(position(MAX_SEQ, (1 << 48) - 1)).endswith(
-        f"/{MAX_SEQ}.ffffffffffff"
+        f"/{MAX_SEQ}-ffffffffffff"
     )
 
 

@@ -53,7 +53,7 @@ def test_entries_are_keys_of_their_own_ordered_by_seq_and_tag(store: LocalStore)
     assert [seq_of(v.seq) for v in versions] == [1, 2, 3]
     assert all(v.seq >= TAGGED for v in versions)
     assert all(
-        v.key == f"distsync/v3/log/{seq_of(v.seq):020d}.{v.version_id[-12:]}" for v in versions
+        v.key == f"distsync/v3/log/{seq_of(v.seq):020d}-{v.version_id[-12:]}" for v in versions
     )
     assert [v.manifest.name for v in catalog.versions()] == ["n2", "n1", "n0"]
     assert catalog.newest("n1") == versions[1]

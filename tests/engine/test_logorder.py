@@ -46,9 +46,9 @@ def test_the_atomic_layouts_positions_are_its_sequence_numbers() -> None:
     ("seq", "tag", "text", "leaf"),
     [
         (41, None, "41", "00000000000000000041"),
-        (41, 0x9F3AC2E07B5D, "41.9f3ac2e07b5d", "00000000000000000041.9f3ac2e07b5d"),
-        (7, 1, "7.000000000001", "00000000000000000007.000000000001"),
-        (MAX_SEQ, TAG_MAX, f"{MAX_SEQ}.ffffffffffff", f"{MAX_SEQ}.ffffffffffff"),
+        (41, 0x9F3AC2E07B5D, "41.9f3ac2e07b5d", "00000000000000000041-9f3ac2e07b5d"),
+        (7, 1, "7.000000000001", "00000000000000000007-000000000001"),
+        (MAX_SEQ, TAG_MAX, f"{MAX_SEQ}.ffffffffffff", f"{MAX_SEQ}-ffffffffffff"),
     ],
 )
 def test_version_ids_and_leaves_round_trip(seq: int, tag: int | None, text: str, leaf: str) -> None:
@@ -86,7 +86,15 @@ def test_what_is_not_a_version_id(text: str) -> None:
 
 @pytest.mark.parametrize(
     "leaf",
-    ["41", "0" * 19 + "41", "0" * 21, "0" * 20 + ".", "0" * 20 + ".abc", "0" * 20 + ".x" * 6],
+    [
+        "41",
+        "0" * 19 + "41",
+        "0" * 21,
+        "0" * 20 + "-",
+        "0" * 20 + "-abc",
+        "0" * 20 + "-x" * 6,
+        "0" * 20 + ".9f3ac2e07b5d",  # the version id's separator is not the key's
+    ],
 )
 def test_what_is_not_a_log_leaf(leaf: str) -> None:
     assert position_of_leaf(leaf) is None

@@ -50,6 +50,7 @@ from urllib.parse import quote, urlencode, urlsplit
 # Imported here, not on first use: the first connection is opened by whichever thread calls
 # first, and two threads importing swiftclient at once deadlock on its module locks.
 from swiftclient.client import Connection
+from swiftclient.exceptions import ClientException
 
 from distsync.config import Config, SwiftCreds
 from distsync.errors import (
@@ -346,8 +347,6 @@ class SwiftStore:
     def error(self, action: str, key: str, exc: BaseException) -> StorageError:
         """One line for any swiftclient/requests failure; never a token or a key."""
         from requests import exceptions as rx
-        from swiftclient.exceptions import ClientException
-
         desc = self.description
         what = f"{action} {key}".rstrip()
         if isinstance(exc, ClientException):
@@ -396,8 +395,6 @@ class SwiftStore:
     # -- small objects --------------------------------------------------------------------
 
     def create(self, key: str, data: bytes) -> bool:
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(key)
         conn = self._connector.get()
         try:
@@ -448,8 +445,6 @@ class SwiftStore:
         """Remove ``key``, with its segments if it is a Static Large Object; a missing key is
         not an error. (Swift answers 200 to a segment-deleting DELETE of a plain object and
         keeps it, hence the HEAD first.)"""
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(key)
         conn = self._connector.get()
         try:
@@ -469,8 +464,6 @@ class SwiftStore:
         raise StorageError(f"{self.description}: cannot delete {key}: it is still there")
 
     def changed(self, key: str, since: str | None) -> str | None:
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(key)
         headers = {"If-None-Match": since} if since else {}
         conn = self._connector.get()
@@ -493,8 +486,6 @@ class SwiftStore:
         """A 404 on HEAD cannot tell a missing key from a missing container: ask once."""
         if self._container_checked:
             return
-        from swiftclient.exceptions import ClientException
-
         try:
             self._connector.get().head_container(self.container)
         except ClientException as exc:
@@ -508,8 +499,6 @@ class SwiftStore:
         self._container_checked = True
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(prefix)
         marker = start_after
         while True:
@@ -536,8 +525,6 @@ class SwiftStore:
 
     def _read(self, key: str, byte_range: str | None, limit: int | None) -> bytes:
         """GET (a range of) an object, retrying a body that breaks while being read."""
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(key)
         headers = {"Range": byte_range} if byte_range else {}
         for attempt in range(1, self.read_attempts + 1):
