@@ -182,7 +182,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
             f"{facts['name']}\tversion {facts['version']}\t{facts['size']} bytes"
             f"\tsha256 {facts['sha256']}"
         )
-        uploaded.append((facts["name"], int(facts["version"])))
+        seq = parse_version_id(str(facts["version"]))
+        if seq is not None:  # always: the id this upload (or the last) was given
+            uploaded.append((facts["name"], seq))
     if args.wait:
         _wait_for_fleet(cfg, catalog.store, uploaded, args)
     return 0
@@ -236,9 +238,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     view = read_fleet(cfg, open_store(cfg))
     seq = None
     if args.version is not None:
-        if not args.name or not args.version.isdigit():
-            raise UsageError("--version ID goes with a NAME, and version ids are numbers")
-        seq = int(args.version)
+        seq = parse_version_id(args.version)
+        if not args.name or seq is None:
+            raise UsageError(
+                "--version ID goes with a NAME, and is a version id as `distsync list` shows "
+                "(e.g. 42 or 42.9f3ac2e07b5d)"
+            )
     if args.json:
         print(json.dumps(view.to_json(args.name, seq), indent=2, sort_keys=True))
         return 0
