@@ -22,8 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from distsync.logorder import parse_version_id, seq_of
+from distsync.config import load_config
+from distsync.layout import Layout
+from distsync.logorder import MAX_SEQ, parse_version_id, seq_of
 from distsync.provision import aws_policies as aws
+from distsync.storage import open_store
 from iamserver import IamServer, Keys
 from racesite import Site, Upload
 from s3server import ACCESS_KEY, SECRET_KEY, MotoServer
@@ -222,3 +225,27 @@ def test_racing_uploads_lose_nothing(
             assert all(u.version.count(".") == 1 for _r, u, _c in shared)
     finally:
         site.close()
+
+
+@pytest.mark.parametrize("store", list(SITES))
+def test_a_failed_claim_removes_the_content_it_stored(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Junk at the largest sequence number leaves no number to claim: the upload stores its
+    content, fails to claim a log entry (exit 4), and takes the content back, on every store
+    (with the uploader's own identity: on ministack its IAM policy must allow that)."""
+    _atomic, make = SITES[store]
+    site = make(request, tmp_path / store)
+    cfg = load_config(site.uploader)
+    layout = Layout(cfg.prefix)
+    target = open_store(cfg)
+    target.put(layout.log_key(MAX_SEQ), b"junk")
+    src = tmp_path / "app.bin"
+    src.write_bytes(os.urandom(5000))
+
+    result = site.cli("upload", "-c", str(site.uploader), str(src))
+    assert result.returncode == 4, result.stderr.decode()
+    assert b"no log sequence number is free" in result.stderr, result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+    assert list(target.list_after(layout.objects_prefix, "")) == [], f"{store}: content left"
+    assert b"could not remove" not in result.stderr
