@@ -74,8 +74,9 @@ class Site:
 
     # -- daemons --------------------------------------------------------------------------
 
-    def start_daemon(self, index: int) -> Path:
-        """A ``distsync daemon`` of its own; returns its OutputDir."""
+    def daemon_config(self, index: int) -> Path:
+        """A copy of setup's daemon config with an OutputDir, StateDir and HOME of its own
+        (under ``daemon-<index>``), polling fast."""
         home = self.tmp / f"daemon-{index}"
         home.mkdir()
         data: dict[str, Any] = tomllib.loads(self.daemon_template.read_text())
@@ -89,6 +90,12 @@ class Site:
         config = home / "daemon.toml"
         config.write_text(tomli_w.dumps({**data, **tables}))
         config.chmod(0o600)
+        return config
+
+    def start_daemon(self, index: int) -> Path:
+        """A ``distsync daemon`` of its own; returns its OutputDir."""
+        config = self.daemon_config(index)
+        home = config.parent
         log = open(home / "daemon.log", "wb")  # noqa: SIM115 - the process owns it
         try:
             process = subprocess.Popen(

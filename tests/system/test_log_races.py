@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from distsync.catalog import Catalog
 from distsync.config import load_config
 from distsync.layout import Layout
 from distsync.logorder import MAX_SEQ, parse_version_id, seq_of
 from distsync.provision import aws_policies as aws
 from distsync.storage import open_store
+from distsync.upload import upload_file
 from iamserver import IamServer, Keys
 from racesite import Site, Upload
 from s3server import ACCESS_KEY, SECRET_KEY, MotoServer
@@ -255,3 +257,43 @@ def test_a_failed_claim_removes_the_content_it_stored(
     reader = open_store(load_config(site.daemon_template))
     assert list(reader.list_after(layout.objects_prefix, "")) == [], f"{store}: content left"
     assert b"could not remove" not in result.stderr
+
+
+class _SlowUploader(Catalog):
+    """An uploader that listed the log before two other uploads claimed their entries, and
+    whose own entry became visible only after a daemon had read theirs: it claims sequence
+    number 1, behind that daemon's cursor. (What a slow PUT or a lagging listing does; made
+    deterministic here.)"""
+
+    def _next_seq(self, after: int) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("store", [name for name, (atomic, _make) in SITES.items() if not atomic])
+def test_an_entry_that_lands_behind_the_cursor_is_installed(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    _atomic, make = SITES[store]
+    site = make(request, tmp_path / store)
+    config = site.daemon_config(0)
+    out = config.parent / "out"
+    contents = {}
+    for name in ("a.bin", "b.bin"):
+        path = tmp_path / name
+        path.write_bytes(contents.setdefault(name, os.urandom(1000)))
+        result = site.cli("upload", "-c", str(site.uploader), str(path))
+        assert result.returncode == 0, result.stderr.decode()
+    result = site.cli("daemon", "--once", "-c", str(config))
+    assert result.returncode == 0, result.stderr.decode()
+    assert sorted(p.name for p in out.iterdir()) == ["a.bin", "b.bin"]
+
+    cfg = load_config(site.uploader)
+    late = tmp_path / "late.bin"
+    late.write_bytes(os.urandom(1000))
+    catalog = _SlowUploader.open(cfg)
+    version = upload_file(cfg, catalog.store, catalog, late)
+    assert seq_of(version.seq) == 1  # behind the daemon's cursor, at b.bin's entry (2)
+
+    result = site.cli("daemon", "--once", "-c", str(config))
+    assert result.returncode == 0, result.stderr.decode()
+    assert (out / "late.bin").read_bytes() == late.read_bytes(), result.stderr.decode()
