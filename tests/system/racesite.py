@@ -74,9 +74,9 @@ class Site:
 
     # -- daemons --------------------------------------------------------------------------
 
-    def daemon_config(self, index: int) -> Path:
+    def daemon_config(self, index: int, **keys: Any) -> Path:
         """A copy of setup's daemon config with an OutputDir, StateDir and HOME of its own
-        (under ``daemon-<index>``), polling fast."""
+        (under ``daemon-<index>``), polling fast, plus ``keys``."""
         home = self.tmp / f"daemon-{index}"
         home.mkdir()
         data: dict[str, Any] = tomllib.loads(self.daemon_template.read_text())
@@ -85,6 +85,7 @@ class Site:
             StateDir=str(home / "state"),
             PollInterval=0.2,
             PollJitter=0.1,
+            **keys,
         )
         tables = {k: data.pop(k) for k in list(data) if isinstance(data[k], dict)}
         config = home / "daemon.toml"
@@ -92,9 +93,9 @@ class Site:
         config.chmod(0o600)
         return config
 
-    def start_daemon(self, index: int) -> Path:
+    def start_daemon(self, index: int, **keys: Any) -> Path:
         """A ``distsync daemon`` of its own; returns its OutputDir."""
-        config = self.daemon_config(index)
+        config = self.daemon_config(index, **keys)
         home = config.parent
         log = open(home / "daemon.log", "wb")  # noqa: SIM115 - the process owns it
         try:
