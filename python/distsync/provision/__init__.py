@@ -34,8 +34,12 @@ from distsync.provision.s3 import run_destroy, run_s3_setup, s3_in_place
 
 __all__ = [
     "DestroyOptions",
+    "RemoveReport",
     "SetupOptions",
+    "SetupReport",
     "SetupResult",
+    "ensure_absent",
+    "ensure_setup",
     "fill_in_interactively",
     "render_config",
     "run_destroy",
@@ -80,3 +84,13 @@ def setup_in_place(options: SetupOptions) -> bool:
     if storage == "local":
         return local_in_place(options, uploader, daemon)
     return s3_in_place(options, uploader, daemon)
+
+
+# The idempotent faces of the two functions above (Ansible, Salt); imported last because
+# they call back into this module.
+from distsync.provision.ensure import (  # noqa: E402
+    RemoveReport,
+    SetupReport,
+    ensure_absent,
+    ensure_setup,
+)
