@@ -42,7 +42,9 @@ def __virtual__():
 def _comment(text, style="plain"):
     """Ansible's ``comment`` filter, plain style: '#', each line as '# line', '#'."""
     if style != "plain":
-        raise jinja2.TemplateRuntimeError(f"comment: only the plain style is supported, not {style!r}")
+        raise jinja2.TemplateRuntimeError(
+            f"comment: only the plain style is supported, not {style!r}"
+        )
     lines = [f"# {line}" if line else "#" for line in str(text).split("\n")]
     return "\n".join(["#", *lines, "#"])
 
@@ -98,7 +100,9 @@ def render_role_template(source, role_defaults, role_vars, settings, managed=MAN
     try:
         return _environment().from_string(source).render(context)
     except jinja2.TemplateError as exc:
-        raise CommandExecutionError(f"distsync formula: cannot render the role's template: {exc}") from None
+        raise CommandExecutionError(
+            f"distsync formula: cannot render the role's template: {exc}"
+        ) from None
 
 
 def _fetch(path):
@@ -120,7 +124,7 @@ def render(template, settings=None):
 
     .. code-block:: bash
 
-        salt-call --local distsync_formula.render distsync.service.j2 '{"venv": "/opt/distsync/venv"}'
+        salt-call --local distsync_formula.render distsync.service.j2 '{"torrent": true}'
     """
     if template not in ("distsync.service.j2", "distsyncd.toml.j2"):
         raise CommandExecutionError(f"distsync formula: no role template {template!r}")

@@ -55,10 +55,17 @@ def _version_tuple(text):
 
 def __virtual__():
     if distsync is None:
-        return (False, f"distsync: the engine is not importable ({ENGINE_IMPORT_ERROR}): {ENGINE_HINT}")
+        return (
+            False,
+            f"distsync: the engine is not importable ({ENGINE_IMPORT_ERROR}): {ENGINE_HINT}",
+        )
     if _version_tuple(distsync.__version__) < MINIMUM_ENGINE_VERSION:
         wanted = ".".join(map(str, MINIMUM_ENGINE_VERSION))
-        return (False, f"distsync: engine {distsync.__version__} is too old, {wanted} or later is needed: {ENGINE_HINT}")
+        return (
+            False,
+            f"distsync: engine {distsync.__version__} is too old, {wanted} or later is "
+            f"needed: {ENGINE_HINT}",
+        )
     return __virtualname__
 
 
@@ -180,7 +187,8 @@ def setup(
 
     .. code-block:: bash
 
-        salt-call --local distsync.setup storage=local bucket=/srv/shared/bucket output_dir=/srv/distsync
+        salt-call --local distsync.setup storage=local bucket=/srv/shared/bucket \
+            output_dir=/srv/distsync
     """
     from distsync.provision import SetupOptions, ensure_setup
 

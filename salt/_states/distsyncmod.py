@@ -28,7 +28,10 @@ __virtualname__ = "distsync"
 def __virtual__():
     if "distsync.upload" in __salt__:
         return __virtualname__
-    return (False, "distsync states need the distsync execution module (and so the engine in Salt's Python)")
+    return (
+        False,
+        "distsync states need the distsync execution module (and so the engine in Salt's Python)",
+    )
 
 
 def _ret(name):
@@ -66,12 +69,16 @@ def uploaded(name, src, config="~/.distsync", force=False):
         return ret
     if not out["changed"]:
         ret["result"] = True
-        ret["comment"] = f"{name} version {out['version']} already has this content (sha256 {out['sha256']})"
+        ret["comment"] = (
+            f"{name} version {out['version']} already has this content (sha256 {out['sha256']})"
+        )
         return ret
     ret["changes"] = {"old": _version_view(out["previous"]), "new": _version_view(out)}
     if test:
         ret["result"] = None
-        ret["comment"] = f"{src} would be uploaded as {name} ({out['size']} bytes, sha256 {out['sha256']})"
+        ret["comment"] = (
+            f"{src} would be uploaded as {name} ({out['size']} bytes, sha256 {out['sha256']})"
+        )
         return ret
     ret["result"] = True
     ret["comment"] = f"{src} uploaded as {name} version {out['version']}"
@@ -180,5 +187,7 @@ def setup_absent(
         return ret
     ret["changes"] = {"removed": out["removed"]}
     ret["result"] = None if test else True
-    ret["comment"] = ("would remove " if test else "removed ") + (", ".join(out["removed"]) or "the S3 setup")
+    ret["comment"] = ("would remove " if test else "removed ") + (
+        ", ".join(out["removed"]) or "the S3 setup"
+    )
     return ret

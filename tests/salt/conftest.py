@@ -67,7 +67,9 @@ class Minion:
     def call(self, *args: str) -> Any:
         """An execution module function that must succeed: its return value."""
         proc = self.run("--out=json", *args)
-        assert proc.returncode == 0, f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, (
+            f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
         return json.loads(proc.stdout)["local"]
 
     def state(self, sls_text: str, *args: str) -> tuple[int, dict[str, Any], str]:

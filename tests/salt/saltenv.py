@@ -88,7 +88,15 @@ def salt_venv() -> Path:
         )
         if probe.returncode != 0 or not probe.stdout.startswith(str(REPO / "python")):
             _run(
-                [python, *PIP, "install", "--no-deps", "--no-build-isolation", "-e", REPO / "python"],
+                [
+                    python,
+                    *PIP,
+                    "install",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "-e",
+                    REPO / "python",
+                ],
                 timeout=600,
             )
     return venv

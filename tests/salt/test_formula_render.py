@@ -176,7 +176,10 @@ def test_cases_reach_what_they_change(by_formula: dict[str, dict[str, str]]) -> 
     assert "AF_NETLINK" in unit["torrent"] and "AF_NETLINK" not in unit["defaults"]
     assert "IPAddressAllow=10.0.0.0/8 localhost" in unit["ip_allow"]
     assert "ReadWritePaths=/data/out /data/state /srv/app" in unit["paths"]
-    assert "ExecStart=/usr/local/distsync/bin/distsync daemon -c /etc/distsync/distsyncd.toml" in unit["paths"]
+    assert (
+        "ExecStart=/usr/local/distsync/bin/distsync daemon -c /etc/distsync/distsyncd.toml"
+        in unit["paths"]
+    )
     assert "User=artifacts" in unit["paths"] and "WatchdogSec=0" in unit["paths"]
     config = by_formula["s3"]["distsyncd.toml.j2"]
     assert 'SecretKey = "s3cr3t/+="' in config and '"odd name\\"" = "7"' in config
@@ -200,7 +203,9 @@ def test_render_through_salt_matches_the_pure_renderer(
             "distsync_formula.render", template, json.dumps(_settings("defaults"))
         )
         assert rendered == by_formula["defaults"][template]
-    assert minion.call("distsync_formula.role_value", "config_file") == "/etc/distsync/distsyncd.toml"
+    assert (
+        minion.call("distsync_formula.role_value", "config_file") == "/etc/distsync/distsyncd.toml"
+    )
     pip_args = minion.call(
         "distsync_formula.role_value", "pip_args", json.dumps({"wheelhouse": "salt://w"})
     )

@@ -64,7 +64,15 @@ def test_list_newest_first_and_by_name(minion: Minion, store: Path, tmp_path: Pa
         ("a.bin", "1", 10),
     ]
     assert listed == _versions(store)
-    assert set(listed[0]) == {"name", "version", "size", "sha256", "uploaded_at", "uploader", "mode"}
+    assert set(listed[0]) == {
+        "name",
+        "version",
+        "size",
+        "sha256",
+        "uploaded_at",
+        "uploader",
+        "mode",
+    }
     only_a = minion.call("distsync.list", "name=a.bin", f"config={store}")
     assert [v["version"] for v in only_a] == ["3", "1"]
     assert minion.call("distsync.list", "name=none.bin", f"config={store}") == []
@@ -159,7 +167,9 @@ SETUP = """
 
 def test_setup_state(minion: Minion, tmp_path: Path) -> None:
     upload, daemon = tmp_path / "cfg" / "distsync", tmp_path / "cfg" / "distsyncd"
-    sls = SETUP.format(upload=upload, daemon=daemon, bucket=tmp_path / "bucket", out=tmp_path / "out")
+    sls = SETUP.format(
+        upload=upload, daemon=daemon, bucket=tmp_path / "bucket", out=tmp_path / "out"
+    )
 
     rc, results, output = minion.state(sls, "test=True")
     result = results[str(upload)]
