@@ -234,3 +234,41 @@ def test_module_loads_only_with_the_engine(minion: Minion, tmp_path: Path) -> No
     assert proc.returncode != 0
     assert "'distsync' __virtual__ returned False" in output, output
     assert "the engine is not importable (no engine here)" in output, output
+
+
+ENGINE_ERRORS = """
+import importlib.util, sys
+from distsync.errors import ConfigError
+from salt.exceptions import CommandExecutionError
+spec = importlib.util.spec_from_file_location("distsyncmod", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+def fail():
+    raise ConfigError("/etc/x.toml", "SharedSecret", "must be 48 characters")
+try:
+    module._engine(fail)
+except CommandExecutionError as exc:
+    assert exc.__cause__ is None and exc.__suppress_context__, "the engine's traceback is kept"
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_engine_errors_become_command_execution_errors(salt_bin: Path) -> None:
+    """salt-call prints any exception's text alike; a master's minion does not, so the
+    module turns engine errors into the exception Salt reports as one line."""
+    proc = subprocess.run(
+        [
+            str(salt_bin / "python"),
+            "-c",
+            ENGINE_ERRORS,
+            str(Path(__file__).resolve().parents[2] / "salt" / "_modules" / "distsyncmod.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        "CommandExecutionError /etc/x.toml: SharedSecret: must be 48 characters\n"
+    )

@@ -133,8 +133,8 @@ class SaltSite:
             data = json.loads(proc.stdout)["local"]
         except (ValueError, KeyError):
             return Apply(proc.returncode, {}, output)
-        if not isinstance(data, dict):
-            return Apply(proc.returncode, {}, output)
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            return Apply(proc.returncode, {}, output)  # not state results
         results = {value.get("__id__", key): value for key, value in data.items()}
         return Apply(proc.returncode, results, output)
 
@@ -294,6 +294,10 @@ def _install_salt(site: SaltSite) -> None:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(yaml.safe_dump(MINION))
         site.pillar(container)
+        # What a masterless user does once: fetch the formula's custom modules (state.apply
+        # of one SLS does not sync them before it renders).
+        synced = site.salt(container, "saltutil.sync_all")
+        assert synced.rc == 0, synced.output
 
     with concurrent.futures.ThreadPoolExecutor(len(site.containers)) as pool:
         for future in [pool.submit(install, c) for c in site.containers]:
