@@ -4,13 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv demo lint typecheck unit ansible ansible-lint test test-salt test-systemd wheelhouse lock lock-salt bench clean
+.PHONY: help venv demo lint typecheck unit ansible ansible-lint test test-salt test-systemd wheelhouse lock lock-salt bench clean release changelog-lint
 
 help:
 	@echo "make demo        set up a local store, run a daemon, upload, watch it land"
 	@echo "make test        lint, type-check and run every test (what CI runs; root for test-systemd)"
 	@echo "make bench       run the benchmarks in bench/ (not tests)"
 	@echo "make lock        re-pin requirements/test.txt from requirements/test.in"
+	@echo "make wheelhouse  wheels for offline fleet installs, e.g. PYTHONS=\"3.11 3.13\" TORRENT=1"
+	@echo "make release     the collection tarball and the engine's wheel and sdist in dist/"
 
 $(STAMP): requirements/test.txt python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +40,7 @@ ansible: $(STAMP)
 	tests/ansible/ansible-test.sh units
 	tests/ansible/ansible-test.sh integration
 
-test: lint typecheck unit ansible ansible-lint test-salt test-systemd
+test: lint typecheck changelog-lint unit ansible ansible-lint test-salt test-systemd
 
 bench: $(STAMP)
 	$(PY) bench/crypto.py
@@ -60,16 +62,42 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/output
 
 WHEELHOUSE ?= build/wheelhouse
+# The Python versions of the fleet's hosts (Debian 12: 3.11, Debian 13: 3.13); default: this one.
+PYTHONS ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# The oldest glibc among the hosts (manylinux tags up to it are accepted) and their machine.
+GLIBC ?= 2.34
+ARCH ?= x86_64
+SOURCE ?= python
 
-# Wheels of the engine and every dependency (+ setuptools), for installs with no index:
-# the daemon role's distsync_daemon_wheelhouse. TORRENT=1 adds libtorrent.
+# Wheels of the engine and every dependency (+ setuptools), for installs with no index: the
+# daemon role's distsync_daemon_wheelhouse. One directory serves every version in PYTHONS:
+# pure and abi3 wheels once, per-version wheels (cffi) for each. Versions come from the pins
+# in requirements/test.txt, the ones every test ran with. TORRENT=1 adds libtorrent.
 wheelhouse: $(STAMP)
-	rm -rf $(WHEELHOUSE) build/engine && mkdir -p $(WHEELHOUSE) build/engine
-	$(PY) roles/daemon/files/pack_payload.py build/engine/engine.tar --source python >/dev/null
-	tar -xf build/engine/engine.tar -C build/engine
-	$(PY) -m pip wheel --quiet --disable-pip-version-check --wheel-dir $(WHEELHOUSE) "build/engine/source$(if $(TORRENT),[torrent])"
-	$(PY) -m pip download --quiet --disable-pip-version-check --dest $(WHEELHOUSE) setuptools
-	rm -rf build/engine
+	$(PY) roles/daemon/files/wheelhouse.py build $(WHEELHOUSE) --source $(SOURCE) \
+	  --constraints requirements/test.txt $(foreach v,$(PYTHONS),--python $(v)) \
+	  --glibc $(GLIBC) --arch $(ARCH) $(if $(TORRENT),--extra torrent)
+
+DIST ?= dist
+
+# A release: the collection tarball and the engine's wheel and sdist in $(DIST)/, built only
+# when galaxy.yml, distsync.__version__ and changelogs/changelog.yaml name the same version
+# (docs/releasing.md has the whole sequence).
+release: $(STAMP)
+	$(PY) scripts/release_check.py
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(VENV)/bin/ansible-galaxy collection build --output-path $(DIST) .
+	$(PY) -m build --no-isolation --outdir $(DIST) python
+	$(PY) scripts/release_check.py --dist $(DIST)
+
+# Changelog fragments and changelogs/changelog.yaml well-formed, and CHANGELOG.md what
+# changelog.yaml generates (antsibull-changelog finds ansible-doc on PATH).
+changelog-lint: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/antsibull-changelog lint
+	$(VENV)/bin/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+	tmp=$$(mktemp) && trap 'rm -f "$$tmp"' EXIT && \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/antsibull-changelog generate --output "$$tmp" --output-format md && \
+	  cmp -s "$$tmp" CHANGELOG.md || { echo "CHANGELOG.md is not what changelogs/changelog.yaml generates: run antsibull-changelog generate" >&2; exit 1; }
 
 # Salt: the execution and state modules and the formula's renderer under a real
 # `salt-call --local`, from a venv the tests build and cache under .cache/salt-venv (Salt

@@ -26,7 +26,8 @@ options:
   config:
     description:
       - Path to a distsync configuration file, as written by C(distsync setup) or
-        M(distsync.core.distsync_setup).
+        M(distsync.core.distsync_setup), for any store (C(Local), C(S3), C(Swift) with its
+        C([SwiftCreds]) table).
       - It holds the fleet's shared secret; keep it mode C(0600).
     type: path
     default: ~/.distsync

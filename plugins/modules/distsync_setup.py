@@ -13,15 +13,19 @@ short_description: Create a distsync store and write the uploader's and the daem
 version_added: "0.1.0"
 description:
   - The Ansible face of C(distsync setup). Creates the store - a directory for
-    O(storage=local), or for O(storage=s3) a private bucket and two least-privilege IAM users
-    (one that uploads, one for the daemons) - and writes the two configuration files, mode
-    C(0600), with a fresh shared secret, on the host that runs the module.
+    O(storage=local), for O(storage=s3) a private bucket and two least-privilege IAM users
+    (one that uploads, one for the daemons), for O(storage=swift) an OpenStack Swift container
+    with its C(_segments) and C(_daemons) companions and read-only container ACLs for
+    O(daemon_username) - and writes the two configuration files, mode C(0600), with a fresh
+    shared secret, on the host that runs the module.
   - Idempotent - when both configs already exist and match what is asked (and for S3 the
     bucket and users carry the expected policies), nothing changes. Configs are never
     replaced unless O(force=true), which also rotates the shared secret.
   - With O(state=absent), removes the configs, and for S3 the setup's users, access keys and
     policies (and with O(delete_bucket=true) the bucket and every object version in it).
-  - See the collection's C(docs/setup-s3.md) for the exact IAM policies.
+  - See the collection's C(docs/setup-s3.md) for the exact IAM policies, and
+    C(docs/setup-swift.md) for the Swift ACLs and what they cannot restrict.
+  - For O(storage=swift), O(state=absent) removes the configs only; the containers stay.
 options:
   state:
     description: Whether the setup should exist.
@@ -31,12 +35,13 @@ options:
   storage:
     description: Where artifacts are stored.
     type: str
-    choices: [local, s3]
+    choices: [local, s3, swift]
     default: local
   bucket:
     description:
       - For O(storage=local), the directory that plays the bucket.
       - For O(storage=s3), the bucket name (default C(distsync-<setup_id>)).
+      - For O(storage=swift), the container. Required, so that a second run finds it.
     type: str
   setup_id:
     description:
@@ -44,9 +49,10 @@ options:
         run finds what the first created.
     type: str
   region:
-    description: AWS region for O(storage=s3).
+    description:
+      - For O(storage=s3), the AWS region (default C(us-east-1)).
+      - For O(storage=swift) with Keystone, the region of the object-store endpoint.
     type: str
-    default: us-east-1
   endpoint:
     description: An S3- and IAM-compatible endpoint URL instead of AWS.
     type: str
@@ -55,6 +61,43 @@ options:
     type: str
   prefix:
     description: Key prefix for everything distsync writes in the bucket.
+    type: str
+  auth_url:
+    description:
+      - For O(storage=swift), the login URL - tempauth or Rackspace v1 (C(.../auth/v1.0)),
+        or Keystone v3 (C(.../v3)).
+    type: str
+  username:
+    description:
+      - For O(storage=swift), the identity setup logs in as and the uploader keeps (an admin
+        of the account, who may create containers and set their ACLs).
+    type: str
+  api_key:
+    description: For O(storage=swift), the key of O(username) (tempauth, Rackspace v1).
+    type: str
+  password:
+    description:
+      - For O(storage=swift), the Keystone v3 password of O(username); needs O(project_name)
+        and keystoneauth1 (C(pip install 'distsync[keystone]')).
+    type: str
+  project_name:
+    description: For O(storage=swift) with Keystone, the project to scope logins to.
+    type: str
+  user_domain_name:
+    description: For O(storage=swift) with Keystone, the domain of the users (default C(Default)).
+    type: str
+  project_domain_name:
+    description: For O(storage=swift) with Keystone, the domain of O(project_name) (default C(Default)).
+    type: str
+  daemon_username:
+    description:
+      - For O(storage=swift), an existing identity without admin rights for the daemons;
+        setup gives it read-only container ACLs (and write access to the daemons' records
+        only) and checks them.
+      - Without it, the daemon config carries the uploader's credentials.
+    type: str
+  daemon_key:
+    description: The API key or (Keystone) password of O(daemon_username).
     type: str
   output_dir:
     description: The directory the daemons install artifacts into (written into the daemon config).
@@ -110,6 +153,17 @@ EXAMPLES = r"""
     daemon_config: ~/fleet/distsyncd.toml
   delegate_to: localhost
 
+- name: An OpenStack Swift container, with a read-only identity for the daemons
+  distsync.core.distsync_setup:
+    storage: swift
+    bucket: distsync-prod
+    auth_url: https://swift.example/auth/v1.0
+    username: acct:ci
+    api_key: "{{ vault_swift_ci_key }}"
+    daemon_username: acct:fleet
+    daemon_key: "{{ vault_swift_fleet_key }}"
+  delegate_to: localhost
+
 - name: Tear the S3 setup down, bucket included
   distsync.core.distsync_setup:
     state: absent
@@ -162,6 +216,22 @@ from ansible_collections.distsync.core.plugins.module_utils._engine import (
 )
 
 
+def _swift(params):
+    from distsync.provision import SwiftSetup
+
+    return SwiftSetup(
+        auth_url=params["auth_url"],
+        username=params["username"],
+        key=params["api_key"] or params["password"],
+        project_name=params["project_name"] if params["password"] else None,
+        user_domain_name=params["user_domain_name"],
+        project_domain_name=params["project_domain_name"],
+        region=params["region"],
+        daemon_username=params["daemon_username"],
+        daemon_key=params["daemon_key"],
+    )
+
+
 def _options(params):
     from distsync.provision import SetupOptions
 
@@ -177,6 +247,7 @@ def _options(params):
         setup_id=params["setup_id"],
         prefix=params["prefix"],
         profile=params["profile"],
+        swift=_swift(params),
     )
 
 
@@ -226,10 +297,10 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            storage=dict(type="str", choices=["local", "s3"], default="local"),
+            storage=dict(type="str", choices=["local", "s3", "swift"], default="local"),
             bucket=dict(type="str"),
             setup_id=dict(type="str"),
-            region=dict(type="str", default="us-east-1"),
+            region=dict(type="str"),
             endpoint=dict(type="str"),
             profile=dict(type="str"),
             prefix=dict(type="str"),
@@ -238,8 +309,24 @@ def main():
             daemon_config=dict(type="path", default="~/.distsyncd"),
             force=dict(type="bool", default=False),
             delete_bucket=dict(type="bool", default=False),
+            auth_url=dict(type="str"),
+            username=dict(type="str"),
+            api_key=dict(type="str", no_log=True),
+            password=dict(type="str", no_log=True),
+            project_name=dict(type="str"),
+            user_domain_name=dict(type="str"),
+            project_domain_name=dict(type="str"),
+            daemon_username=dict(type="str"),
+            daemon_key=dict(type="str", no_log=True),
         ),
-        required_if=[("storage", "s3", ["setup_id"])],
+        required_if=[
+            ("storage", "s3", ["setup_id"]),
+            ("storage", "swift", ["bucket", "auth_url", "username"]),
+            ("storage", "swift", ["api_key", "password"], True),
+        ],
+        mutually_exclusive=[("api_key", "password")],
+        required_together=[("daemon_username", "daemon_key")],
+        required_by={"password": "project_name"},
         supports_check_mode=True,
     )
     require_engine(module)

@@ -222,10 +222,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
     from distsync.provision import (
         DestroyOptions,
         SetupOptions,
+        SwiftSetup,
         fill_in_interactively,
         run_destroy,
         run_setup,
     )
+    from distsync.provision.swift import swift_setup_from_environment
 
     interactive = not args.non_interactive and sys.stdin.isatty()
 
@@ -234,8 +236,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     if args.delete_bucket and not args.destroy:
         raise UsageError("--delete-bucket goes with --destroy ID")
-    if args.destroy and args.storage == "local":
-        raise UsageError("--destroy removes an S3 setup; a local store is just a directory")
+    if args.destroy and args.storage in ("local", "swift"):
+        raise UsageError("--destroy removes an S3 setup's IAM users (not local or swift)")
     if args.destroy:
         destroy = DestroyOptions(
             setup_id=args.destroy,
@@ -270,6 +272,11 @@ def cmd_setup(args: argparse.Namespace) -> int:
         profile=args.profile,
         require_conditional_log=args.require_conditional_log,
     )
+    # Swift: names from flags, secrets from the environment (or a hidden prompt), never argv.
+    options.swift = SwiftSetup(auth_url=args.auth_url, daemon_username=args.daemon_user)
+    swift_setup_from_environment(options.swift, os.environ)
+    if (args.auth_url or args.daemon_user) and options.storage not in (None, "swift"):
+        raise UsageError("--auth-url and --daemon-user go with --storage swift")
     if options.setup_id or options.profile or options.prefix:
         if options.storage == "local":
             raise UsageError("--setup-id, --profile and --prefix go with --storage s3")
@@ -335,9 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and write the uploader's and the daemon's configs. For S3, setup itself uses boto3's "
         "standard credentials (environment, shared files, instance profile) or --profile.",
     )
-    setup.add_argument("--storage", choices=("local", "s3", "s3+bittorrent"), type=str.lower)
     setup.add_argument(
-        "--bucket", help="local: the directory; S3: bucket name (default distsync-SETUP_ID)"
+        "--storage", choices=("local", "s3", "s3+bittorrent", "swift"), type=str.lower
+    )
+    setup.add_argument(
+        "--bucket",
+        help="local: the directory; S3: bucket name (default distsync-SETUP_ID); "
+        "Swift: the container (default distsync-RANDOM)",
     )
     setup.add_argument("--region", help="AWS region (default us-east-1)")
     setup.add_argument("--endpoint", help="S3/IAM-compatible endpoint URL (default AWS)")
@@ -371,6 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--delete-bucket",
         action="store_true",
         help="with --destroy: also delete the bucket and every version of its contents",
+    )
+    swift = setup.add_argument_group(
+        "Swift",
+        "setup logs in as the identity the uploader keeps: ST_AUTH, ST_USER, ST_KEY (tempauth, "
+        "Rackspace) or OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, "
+        "OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME, OS_REGION_NAME (Keystone v3) from the "
+        "environment (docs/setup-swift.md)",
+    )
+    swift.add_argument("--auth-url", help="the login URL (default $ST_AUTH or $OS_AUTH_URL)")
+    swift.add_argument(
+        "--daemon-user",
+        metavar="NAME",
+        help="a second identity for the daemons, made read-only by container ACLs; its key "
+        "or password comes from $DISTSYNC_SWIFT_DAEMON_KEY (or a prompt)",
     )
     setup.set_defaults(handler=cmd_setup)
 
@@ -453,7 +478,7 @@ def _run(argv: Sequence[str] | None) -> int:
         else "%(asctime)s distsync %(levelname)s %(message)s",
     )
     # boto3 announces where it found credentials at INFO: noise on a user's terminal.
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "swiftclient", "keystoneauth"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)

@@ -33,8 +33,10 @@ __all__ = [
     "DEFAULT_DAEMON_CONFIG",
     "DEFAULT_UPLOAD_CONFIG",
     "KEYS",
+    "SWIFT_KEYS",
     "AwsCreds",
     "Config",
+    "SwiftCreds",
     "default_config_path",
     "load_config",
 ]
@@ -46,7 +48,7 @@ DEFAULT_DAEMON_CONFIG = "~/.distsyncd"
 
 ENCRYPT_CHOICES = ("AEAD_AES_128_CBC_HMAC_SHA_256",)
 NOTIFY_CHOICES = ("S3Poll",)
-STORAGE_CHOICES = ("S3", "S3+BitTorrent", "Local")
+STORAGE_CHOICES = ("S3", "S3+BitTorrent", "Local", "Swift")
 
 # Top-level keys and their TOML types; tables are handled separately.
 KEYS: dict[str, tuple[type, ...]] = {
@@ -75,6 +77,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "AwsCreds": (dict,),
     "Aws": (dict,),
     "PeerDist": (dict,),
+    "SwiftCreds": (dict,),
 }
 AWS_KEYS: dict[str, tuple[type, ...]] = {
     "Region": (str,),
@@ -82,6 +85,16 @@ AWS_KEYS: dict[str, tuple[type, ...]] = {
     "SecretKey": (str,),
     "SessionToken": (str,),
     "Endpoint": (str,),
+}
+SWIFT_KEYS: dict[str, tuple[type, ...]] = {
+    "AuthURL": (str,),
+    "Username": (str,),
+    "APIKey": (str,),
+    "Password": (str,),
+    "ProjectName": (str,),
+    "UserDomainName": (str,),
+    "ProjectDomainName": (str,),
+    "Region": (str,),
 }
 _TYPE_NAMES = {
     str: "a string",
@@ -99,6 +112,24 @@ class AwsCreds:
     secret_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
     endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class SwiftCreds:
+    """``[SwiftCreds]``: tempauth / Rackspace v1 (``api_key``) or Keystone v3 (``password``)."""
+
+    auth_url: str
+    username: str
+    api_key: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    project_name: str | None = None
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region: str | None = None
+
+    @property
+    def keystone(self) -> bool:
+        return self.password is not None
 
 
 @dataclass(frozen=True)
@@ -130,6 +161,7 @@ class Config:
     torrent_web_seed_delay: float = 30.0
     torrent_stall_seconds: float = 60.0
     tracker_url: str | None = None
+    swift: SwiftCreds | None = None  # Storage = "Swift"
 
     def error(self, key: str | None, problem: str) -> ConfigError:
         return ConfigError(self.path, key, problem)
@@ -254,7 +286,56 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
                 raise fail(f"Pin.{name}", 'must be a version id from `distsync list`, e.g. "42"')
         values["pins"] = dict(raw["Pin"])
     values.update(_torrent(path, raw))
+    values["swift"] = _swift(path, raw, values["storage"])
     return Config(**values)
+
+
+def _swift(path: Path, raw: dict[str, Any], storage: str) -> SwiftCreds | None:
+    """``[SwiftCreds]``: required by Storage = "Swift", one auth system or the other."""
+    table = raw.get("SwiftCreds")
+    if table is None:
+        if storage == "Swift":
+            raise ConfigError(path, "SwiftCreds", 'is required by Storage = "Swift"')
+        return None
+    _check_keys(path, "SwiftCreds.", table, SWIFT_KEYS)
+
+    def need(key: str, why: str) -> str:
+        value = table.get(key, "").strip()
+        if not value:
+            raise ConfigError(path, f"SwiftCreds.{key}", f"is missing or empty ({why})")
+        return str(value)
+
+    auth_url = need("AuthURL", "the Swift or Keystone login URL")
+    if urlsplit(auth_url).scheme not in ("http", "https") or not urlsplit(auth_url).hostname:
+        raise ConfigError(path, "SwiftCreds.AuthURL", "must be an http:// or https:// URL")
+    username = need("Username", "the identity to log in as")
+    if "APIKey" in table and "Password" in table:
+        raise ConfigError(
+            path,
+            "SwiftCreds.APIKey",
+            "give APIKey (tempauth, Rackspace v1) or Password (Keystone v3), not both",
+        )
+    keystone_only = ("ProjectName", "UserDomainName", "ProjectDomainName", "Region")
+    if "Password" in table:
+        return SwiftCreds(
+            auth_url=auth_url,
+            username=username,
+            password=need("Password", "Keystone v3"),
+            project_name=need("ProjectName", "Keystone v3 scopes the login to a project"),
+            user_domain_name=table.get("UserDomainName") or "Default",
+            project_domain_name=table.get("ProjectDomainName") or "Default",
+            region=table.get("Region") or None,
+        )
+    for key in keystone_only:
+        if key in table:
+            raise ConfigError(
+                path, f"SwiftCreds.{key}", "goes with Password (Keystone v3), not with APIKey"
+            )
+    return SwiftCreds(
+        auth_url=auth_url,
+        username=username,
+        api_key=need("APIKey", "tempauth and Rackspace v1; Keystone v3 uses Password"),
+    )
 
 
 def _torrent(path: Path, raw: dict[str, Any]) -> dict[str, Any]:

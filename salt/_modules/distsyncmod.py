@@ -162,7 +162,7 @@ def setup(
     upload_config="~/.distsync",
     daemon_config="~/.distsyncd",
     setup_id=None,
-    region="us-east-1",
+    region=None,
     endpoint=None,
     profile=None,
     prefix=None,
@@ -193,6 +193,12 @@ def setup(
     from distsync.provision import SetupOptions, ensure_setup
 
     storage = str(storage).lower()
+    if storage not in ("local", "s3"):
+        # Swift's credentials and ACL options are the CLI's and the Ansible module's for now.
+        raise CommandExecutionError(
+            f"distsync.setup: storage must be local or s3, not {storage!r} "
+            "(for swift: distsync setup --storage swift, or the distsync_setup Ansible module)"
+        )
     if storage == "s3" and not setup_id:
         raise CommandExecutionError("distsync.setup: storage=s3 needs setup_id")
     options = SetupOptions(
@@ -225,7 +231,7 @@ def remove_setup(
     daemon_config="~/.distsyncd",
     storage="local",
     setup_id=None,
-    region="us-east-1",
+    region=None,
     endpoint=None,
     profile=None,
     bucket=None,

@@ -11,6 +11,7 @@ import pytest
 # tests/system is on sys.path (pytest's default "prepend" import mode, no __init__.py).
 from faultproxy import FaultProxy
 from s3server import Bucket, MotoServer
+from swiftserver import SwiftServer
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +48,21 @@ def private_moto(tmp_path: Path) -> Iterator[MotoServer]:
 def fault_proxy(moto_server: MotoServer) -> Iterator[FaultProxy]:
     with FaultProxy(moto_server.endpoint) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session")
+def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServer]:
+    """One real Swift (Debian's packages) for the whole session; tests isolate by container.
+
+    Installed first when missing and the session is root (CI); otherwise this fails, never
+    skips."""
+    with SwiftServer(tmp_path_factory.mktemp("swift")) as server:
+        yield server
+
+
+@pytest.fixture
+def swift_container(swift_server: SwiftServer) -> Iterator[str]:
+    """A fresh container name (the engine or setup creates the container)."""
+    if not swift_server.alive():
+        swift_server.start()  # a test that stopped the shared server must not break the next
+    yield f"t-{uuid.uuid4().hex[:20]}"

@@ -92,7 +92,7 @@ def finish(child: pexpect.spawn) -> tuple[int, str]:
     return child.exitstatus, child.before
 
 
-STORAGE = "Storage (local or s3) [local]: "
+STORAGE = "Storage (local, s3 or swift) [local]: "
 BUCKET_DIR = "Directory that plays the bucket ["
 OUTPUT_DIR = "Directory the servers install artifacts into ["
 
@@ -105,7 +105,9 @@ def test_wrong_answers_on_a_local_setup_are_asked_again_at_once(
     child = spawn_setup(terminal, tmp_path)
     child.expect_exact(STORAGE)
     child.sendline("s4")
-    expect_first(child, "'s4' is not a storage: answer local, s3 or s3+bittorrent", "AWS region")
+    expect_first(
+        child, "'s4' is not a storage: answer local, s3, s3+bittorrent or swift", "AWS region"
+    )
     child.expect_exact(STORAGE)
     child.sendline("local")
     child.expect_exact(BUCKET_DIR)
@@ -177,7 +179,7 @@ def test_end_of_input_at_a_prompt_cancels_setup_in_one_line(
     status, rest = finish(child)
     assert status == 2, rest
     assert "internal error" not in rest and "Traceback" not in rest, rest
-    assert "distsync: error: setup cancelled: no answer to 'Storage (local or s3)'" in rest
+    assert "distsync: error: setup cancelled: no answer to 'Storage (local, s3 or swift)'" in rest
     assert not (tmp_path / "up.toml").exists()
 
 

@@ -189,7 +189,7 @@ def test_prompts_offer_the_regions_and_a_setup_id(capsys: pytest.CaptureFixture[
     assert "answer the prompts" in out
     assert "us-east-1" in out and "eu-north-1" in out  # the seed's region list
     assert [q.split(" [")[0] for q in asked] == [
-        "Storage (local or s3)",
+        "Storage (local, s3 or swift)",
         "AWS region",
         "S3 endpoint URL (empty for AWS)",
         "Setup id",

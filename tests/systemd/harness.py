@@ -8,9 +8,11 @@ removes containers, namespaces and their processes whatever state a run ended in
 trap repeats it from the state files should the Python process itself die.
 
 PID 1 of this machine is not systemd, so nspawn runs with ``--register=no --keep-unit`` and
-containers are entered with ``nsenter -t LEADER``. A wrong leader pid would silently target
-the host's own PID 1: ``Container.leader`` is re-checked (own pid and mount namespaces, own
-root directory, comm ``systemd``) before every use.
+containers are entered with ``nsenter -t LEADER``. Each container boots its own root (a
+fleet may mix Debian 12 and 13); systemd 256 and later refuse this host's cgroup v1, so their
+containers get the unified hierarchy (``SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1``). A wrong leader
+pid would silently target the host's own PID 1: ``Container.leader`` is re-checked (own pid
+and mount namespaces, own root directory, comm ``systemd``) before every use.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["Container", "Fleet", "PlaybookRun", "sh", "wait_for"]
+__all__ = ["Container", "Fleet", "PlaybookRun", "sh", "systemd_version", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -91,6 +93,18 @@ def _free_subnet() -> ipaddress.IPv4Network:
         if not any(net.overlaps(other) for other in used):
             return net
     raise RuntimeError("no free 10.213.x.0/24 subnet on this host")
+
+
+def systemd_version(root: Path) -> int:
+    """The systemd version a root file system holds (from its libsystemd-shared-NNN.so)."""
+    usr_lib = root / "usr" / "lib"
+    for lib in sorted(usr_lib.glob("*/systemd/libsystemd-shared-*.so")) + sorted(
+        usr_lib.glob("systemd/libsystemd-shared-*.so")
+    ):
+        match = re.fullmatch(r"libsystemd-shared-(\d+)\.so", lib.name)
+        if match:
+            return int(match.group(1))
+    raise RuntimeError(f"{root}: no libsystemd-shared-NNN.so, is it a systemd root?")
 
 
 class NotReady(RuntimeError):
@@ -183,17 +197,17 @@ _RECAP = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.MULTILINE)
 
 @dataclass
 class Fleet:
-    """Containers ``names`` booted from ``rootfs``, plus a controller namespace."""
+    """A container per entry of ``roots`` (name -> root file system), plus a controller."""
 
-    rootfs: Path
+    roots: Mapping[str, Path]
     workdir: Path
     run_id: str
-    names: Sequence[str] = ("c1", "c2", "c3")
     binds: Sequence[tuple[Path, str]] = ()
     containers: dict[str, Container] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.names = list(self.roots)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.key = self.workdir / "id_ed25519"
         self.controller_ns = f"ds{self.run_id}-ctl"
@@ -278,7 +292,7 @@ class Fleet:
         cmd = [
             "systemd-nspawn",
             "--quiet",
-            f"--directory={self.rootfs}",
+            f"--directory={self.roots[name]}",
             f"--machine={name}",
             "--boot",
             # No systemd (so no machined, no system bus) on the host: required here.
@@ -295,9 +309,13 @@ class Fleet:
             f"--bind-ro={resolv}:/etc/resolv.conf",
             *(f"--bind-ro={src}:{dest}" for src, dest in self.binds),
         ]
+        env = dict(os.environ)
+        if systemd_version(self.roots[name]) >= 256:
+            env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 cmd,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

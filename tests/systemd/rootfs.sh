@@ -23,8 +23,9 @@ if [[ -f "$root/.distsync-rootfs-complete" ]]; then
 fi
 
 mkdir -p "$cache"
-# One builder at a time; a second caller waits, then finds the finished root.
-exec 9>"$cache/.lock"
+# One builder per root at a time; a second caller waits, then finds the finished root.
+# Different roots (bookworm, trixie) build side by side.
+exec 9>"$cache/.lock-$suite-$key"
 flock -w 900 9
 if [[ -f "$root/.distsync-rootfs-complete" ]]; then
     echo "$root"
@@ -34,7 +35,7 @@ fi
 tmp="$cache/.build-$key.$$"
 rm -rf "$tmp"
 trap 'rm -rf "$tmp"' EXIT
-echo "building $suite root file system in $root (once; ~75 s)" >&2
+echo "building $suite root file system in $root (once; bookworm ~75 s, trixie ~130 s)" >&2
 debootstrap --variant=minbase --include="$packages" "$suite" "$tmp" ${mirror:+"$mirror"} >&2
 
 # What every boot needs and no run changes. Per-run files (authorized_keys, /etc/hosts,

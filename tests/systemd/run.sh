@@ -4,12 +4,13 @@
 #   sudo tests/systemd/run.sh [pytest args...]
 #
 # Runs as root on Debian 12. Installs what it needs (systemd-nspawn, debootstrap), builds the
-# container root once (cached in .cache/systemd-rootfs), then runs tests/systemd with pytest:
-# the static role checks (test_role.py) and three containers on a private network
-# (test_fleet.py). Extra arguments go to pytest, e.g. `-k watchdog` or `-s` for timings.
-# On a 2-core machine: about 3.5-4 min warm, plus ~70 s for the root and ~15 s for the
-# wheelhouse when cold. Whatever happens, the trap below stops this run's containers and
-# removes its namespaces.
+# Debian 12 and 13 container roots once (cached in .cache/systemd-rootfs), then runs
+# tests/systemd with pytest: the static role checks (test_role.py) and three containers, one
+# Debian 12 and two Debian 13, on a private network (test_fleet.py). Extra arguments go to
+# pytest, e.g. `-k watchdog` or `-s` for timings. On a 2-core machine shared with other work
+# (load 12-14): about 7.5 min warm; cold, the two roots build side by side (~2 min) and the
+# wheelhouse for both Pythons takes ~20 s. Whatever happens, the trap below stops this run's
+# containers and removes its namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -118,6 +118,14 @@ CASES: dict[str, dict[str, Any]] = {
         "distsync_daemon_aws_secret_key": "s3cr3t/+=",
         "distsync_daemon_aws_endpoint": "http://10.0.0.1:9000",
     },
+    "swift": {
+        "distsync_daemon_storage": "Swift",
+        "distsync_daemon_storage_bucket": "distsync-prod",
+        "distsync_daemon_swift_auth_url": "https://swift.example/auth/v1.0",
+        "distsync_daemon_swift_username": "acct:fleet",
+        "distsync_daemon_swift_api_key": 'k"ey\\1',
+        "distsync_daemon_venv": str(REPO / ".venv"),
+    },
     "local": {
         "distsync_daemon_storage": "Local",
         "distsync_daemon_storage_bucket": "/srv/bucket",
@@ -236,6 +244,19 @@ def test_rendered_config_for_local_storage_has_no_aws_table(rendered: dict[str, 
     cfg = _load(rendered, "local")
     assert cfg.storage == "Local" and cfg.on_update == () and not cfg.pins
     assert (cfg.poll_interval, cfg.poll_jitter, cfg.hook_timeout) == (15, 5, 300)
+
+
+def test_rendered_config_for_swift_has_swift_creds_only(rendered: dict[str, Path]) -> None:
+    text = (rendered["swift"] / "distsyncd.toml").read_text()
+    assert "[AwsCreds]" not in text and "Password" not in text
+    cfg = _load(rendered, "swift")
+    assert cfg.storage == "Swift" and cfg.storage_bucket == "distsync-prod"
+    assert cfg.swift is not None and not cfg.swift.keystone
+    assert (cfg.swift.auth_url, cfg.swift.username) == (
+        "https://swift.example/auth/v1.0",
+        "acct:fleet",
+    )
+    assert cfg.swift.api_key == 'k"ey\\1'
 
 
 def test_validate_command_accepts_good_and_refuses_bad(

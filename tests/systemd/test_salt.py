@@ -236,10 +236,10 @@ def site(
         ignore=shutil.ignore_patterns(".complete"),
     )
     fleet = Fleet(
-        rootfs=rootfs,
+        # Debian 12: the host-built Salt wheelhouse serves this host's Python (3.11).
+        roots={name: rootfs for name in INSTALL},
         workdir=workdir,
         run_id=run_id,
-        names=("s1", "s2"),
         binds=[
             (REPO, COLLECTION),
             (salt_wheelhouse(), SALT_WHEELS),

@@ -7,6 +7,7 @@ one without the other), and never silently overwritten.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ __all__ = [
     "write_pair",
 ]
 
-STORAGES = ("local", "s3", "s3+bittorrent")
+STORAGES = ("local", "s3", "s3+bittorrent", "swift")
 REGIONS = (
     "us-east-1",
     "us-east-2",
@@ -58,6 +59,7 @@ def fill_in_interactively(
     options: SetupOptions,
     ask: Callable[[str], str] = input,
     tell: Callable[[str], None] = print,
+    ask_secret: Callable[[str], str] = getpass.getpass,
 ) -> None:
     """Prompt for every answer not given as a flag (the seed's "answer the prompts").
 
@@ -78,7 +80,7 @@ def fill_in_interactively(
 
     tell("distsync setup: answer the prompts (Enter keeps the default in brackets).")
     if options.storage is None:
-        options.storage = prompt("Storage (local or s3)", "local", _storage_answer)
+        options.storage = prompt("Storage (local, s3 or swift)", "local", _storage_answer)
     if options.storage == "local":
         # Before more questions: a local setup always writes both configs.
         refuse_overwrite(
@@ -90,6 +92,8 @@ def fill_in_interactively(
             options.bucket = prompt(
                 "Directory that plays the bucket", DEFAULT_LOCAL_BUCKET, _directory_answer
             )
+    elif options.storage == "swift":
+        _fill_in_swift(options, prompt, ask_secret)
     else:
         if options.region is None:
             tell("Regions: " + ", ".join(REGIONS))
@@ -113,7 +117,7 @@ def fill_in_interactively(
 def _storage_answer(answer: str) -> str:
     storage = answer.lower()
     if storage not in STORAGES:
-        raise UsageError(f"{answer!r} is not a storage: answer local, s3 or s3+bittorrent")
+        raise UsageError(f"{answer!r} is not a storage: answer local, s3, s3+bittorrent or swift")
     return storage
 
 
@@ -130,6 +134,47 @@ def _directory_answer(answer: str) -> str:
     if parent is not None and not parent.is_dir():
         raise UsageError(f"{answer} cannot be made: {parent} is not a directory")
     return answer
+
+
+def _any_answer(answer: str) -> str:
+    return answer
+
+
+def _required_answer(answer: str) -> str:
+    if not answer:
+        raise UsageError("an answer is needed here")
+    return answer
+
+
+def _login_url_answer(answer: str) -> str:
+    return validate_endpoint(_required_answer(answer))
+
+
+def _fill_in_swift(
+    options: SetupOptions,
+    prompt: Callable[[str, str, Callable[[str], str]], str],
+    ask_secret: Callable[[str], str],
+) -> None:
+    swift = options.swift
+    if not swift.auth_url:
+        swift.auth_url = prompt(
+            "Swift login URL (tempauth/Rackspace v1, or Keystone v3)", "", _login_url_answer
+        )
+    if not swift.username:
+        swift.username = prompt(
+            "Identity setup and the uploader use (e.g. account:user)", "", _required_answer
+        )
+    if swift.username and not swift.key:
+        swift.key = ask_secret(f"Key or password of {swift.username}: ") or None
+    if options.bucket is None:
+        options.bucket = prompt("Container", f"distsync-{new_setup_id()}", _any_answer)
+    if swift.daemon_username is None:
+        swift.daemon_username = (
+            prompt("Read-only identity for the daemons (empty: the uploader's)", "", _any_answer)
+            or None
+        )
+    if swift.daemon_username and not swift.daemon_key:
+        swift.daemon_key = ask_secret(f"Key or password of {swift.daemon_username}: ") or None
 
 
 def render_config(values: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ __all__ = [
     "Say",
     "SetupOptions",
     "SetupResult",
+    "SwiftSetup",
     "silent",
 ]
 
@@ -28,9 +29,26 @@ def silent(line: str) -> None:
 
 
 @dataclass
+class SwiftSetup:
+    """``--storage swift``: who setup logs in as (the uploader config keeps that identity) and
+    the optional read-only identity for the daemons. Keystone v3 when ``project_name`` is
+    given (``key`` is then a password), tempauth / Rackspace v1 otherwise (an API key)."""
+
+    auth_url: str | None = None
+    username: str | None = None
+    key: str | None = field(default=None, repr=False)
+    project_name: str | None = None
+    user_domain_name: str | None = None
+    project_domain_name: str | None = None
+    region: str | None = None
+    daemon_username: str | None = None
+    daemon_key: str | None = field(default=None, repr=False)
+
+
+@dataclass
 class SetupOptions:
-    storage: str | None = None  # "local", "s3" or "s3+bittorrent"
-    bucket: str | None = None  # S3: default distsync-<setup id>
+    storage: str | None = None  # "local", "s3", "s3+bittorrent" or "swift"
+    bucket: str | None = None  # S3: default distsync-<setup id>; Swift: the container
     region: str | None = None
     endpoint: str | None = None
     output_dir: str | None = None
@@ -42,6 +60,7 @@ class SetupOptions:
     prefix: str | None = None  # default distsync/v3/ (or what an earlier run chose)
     profile: str | None = None  # AWS profile for setup itself; default boto3's chain
     require_conditional_log: bool | None = None  # None: on for AWS, off for --endpoint
+    swift: SwiftSetup = field(default_factory=SwiftSetup)  # --storage swift only
 
 
 @dataclass

@@ -14,6 +14,10 @@ def open_store(cfg: Config) -> Store:
         from distsync.storage.local import LocalStore
 
         return LocalStore(cfg.local_store_root())
+    if cfg.storage == "Swift":
+        from distsync.storage.swift import SwiftStore
+
+        return SwiftStore.from_config(cfg)
     from distsync.storage.s3 import S3Store
 
     return S3Store.from_config(cfg)
