@@ -99,6 +99,9 @@ def salt_venv() -> Path:
                 ],
                 timeout=600,
             )
+        # The engine is installed without its dependencies (its pins are Salt's lock's):
+        # a dependency the engine gains must reach requirements/salt.txt, or this fails.
+        _run([python, *PIP, "check"], timeout=120)
     return venv
 
 
