@@ -214,3 +214,13 @@ def test_render_through_salt_matches_the_pure_renderer(
         "distsync_formula.role_value", "requirement", json.dumps({"torrent": True})
     )
     assert requirement == "/opt/distsync/payload/source[torrent]"
+
+
+def test_formula_stops_before_changing_a_host_without_systemd(minion: Minion) -> None:
+    config = yaml.safe_load(minion.conf.joinpath("minion").read_text())
+    config["grains"] = {"init": "openrc"}  # whatever this machine's PID 1 is
+    minion.conf.joinpath("minion").write_text(yaml.safe_dump(config))
+    proc = minion.run("state.apply", "distsync", "test=True")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "distsync formula: the unit needs systemd, but this minion's init is openrc" in output

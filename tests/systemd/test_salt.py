@@ -373,6 +373,23 @@ def test_engine_module_says_why_it_is_absent(deployed: SaltSite) -> None:
     )
 
 
+def test_bad_settings_stop_before_any_change(deployed: SaltSite) -> None:
+    container = deployed.containers[0]
+    before = container.path("/etc/distsync/distsyncd.toml").read_bytes()
+    for pillar, message in (
+        ({"output_dir": "srv/out"}, "output_dir must be an absolute path, not srv/out"),
+        ({"shared_secret": ""}, "set pillar distsync:shared_secret and distsync:storage_bucket"),
+        ({"install_source": "git"}, "install_source must be source, pypi or wheelhouse"),
+    ):
+        run = deployed.salt(
+            container, "state.apply", "distsync", f"pillar={json.dumps({'distsync': pillar})}"
+        )
+        assert run.rc != 0 and message in run.output, run.output[-3000:]
+        assert deployed.secret not in run.output
+    assert container.path("/etc/distsync/distsyncd.toml").read_bytes() == before
+    assert container.run("systemctl", "is-active", UNIT, check=False).strip() == "active"
+
+
 def _installed(container: Container, name: str, digest: str) -> bool:
     path = container.path(f"{OUTPUT_DIR}/{name}")
     return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest
