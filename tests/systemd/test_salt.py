@@ -353,6 +353,15 @@ def test_daemon_active(deployed: SaltSite) -> None:
         assert (config.st_uid, config.st_gid) == _distsync_ids(container)
 
 
+def test_source_payload_is_the_engine_without_caches(deployed: SaltSite) -> None:
+    """s2 installs from files/engine, the link to python/ (which holds __pycache__ here)."""
+    assert list((REPO / "python").rglob("__pycache__")), "nothing to leave out"
+    payload = deployed.fleet.containers["s2"].path("/opt/distsync/payload/source")
+    assert (payload / "pyproject.toml").is_file() and (payload / "distsync" / "cli.py").is_file()
+    shipped = [p.relative_to(payload).as_posix() for p in payload.rglob("*")]
+    assert not [p for p in shipped if "__pycache__" in p or p.endswith((".pyc", ".egg-info"))]
+
+
 def test_secret_never_in_salt_output(deployed: SaltSite) -> None:
     for runs in (deployed.fresh_check, deployed.first):
         for run in runs.values():
@@ -380,6 +389,8 @@ def test_bad_settings_stop_before_any_change(deployed: SaltSite) -> None:
         ({"output_dir": "srv/out"}, "output_dir must be an absolute path, not srv/out"),
         ({"shared_secret": ""}, "set pillar distsync:shared_secret and distsync:storage_bucket"),
         ({"install_source": "git"}, "install_source must be source, pypi or wheelhouse"),
+        # Rendered, then refused by the installed engine before it replaces the live file.
+        ({"poll_interval": 0}, ": PollInterval: "),
     ):
         run = deployed.salt(
             container, "state.apply", "distsync", f"pillar={json.dumps({'distsync': pillar})}"
