@@ -1,28 +1,32 @@
 #!/usr/bin/env python3
 """Fleet benchmark: S3+BitTorrent against HTTPS-only, and both against the Kumar-Ross bound.
 
-    sudo .venv/bin/python bench/fleet.py --nodes 8 --size 128 --rate 40
+    sudo .venv/bin/python bench/fleet.py --nodes 6 --size 128 --rate 100
 
-(results and what they mean: docs/benchmarks.md, "Fleet (BitTorrent)"). ``--trace`` prints
-S3's and node 0's link rates and the host's CPU every 0.5 s; ``--real-daemon`` runs
-``distsync daemon`` itself once docs/patches/torrent-*.diff are applied.
+(results and what they mean: docs/benchmarks.md, "Fleet (BitTorrent)"). It measures the
+product as a user runs it: ``distsync daemon`` processes with ``Storage = "S3+BitTorrent"``
+and the default ``Torrent*`` settings, ``PollInterval = 2``, and ``distsync upload``.
 
-Builds a private network: a bridge in a network namespace of its own, a real S3 server
+It builds a private network: a bridge in a network namespace of its own, a real S3 server
 (ministack) in another, and N daemons each in its own namespace, every link shaped with
-``tc tbf`` to ``--rate`` Mbit/s in both directions (S3's link as well). Nothing gets an
-address in the host namespace, and the subnet is one the host does not use. Then, twice with
-fresh daemons: upload a random artifact from inside the S3 namespace and time until every node
-has installed it (verified, decrypted, renamed into place), counting the bytes S3's link sent.
-It prints
+``tc tbf`` to ``--rate`` Mbit/s in both directions (S3's link to ``--s3-rate``). Nothing gets
+an address in the host namespace, the subnet is one the host does not use, and names carry
+a per-run id. Then, twice with fresh daemons (the swarm, then ``Storage = "S3"``, the
+HTTPS-only baseline): upload a random artifact from inside the S3 namespace and time from
+the announce until every node has installed it (the daemons' own "installed" log lines:
+verified, decrypted, fsynced, renamed), counting the bytes S3's link sent. It prints
 
 * S3 egress / artifact size (bytes the S3 namespace sent on the wire, headers included),
 * time from the announce until the last node installed it,
-* the Kumar-Ross lower bound ``max(F/u_s, F/d_min, N*F/(u_s + sum(u_i)))`` and the ratio,
+* the Kumar-Ross lower bound ``max(F/u_s, F/d_min, N*F/(u_s + sum(u_i)))`` for the
+  configured rates and its ratio,
+* the host's load and where its CPU went (per daemon, ministack, the rest), so a run that
+  was CPU-bound says so,
 
-for the swarm and for the HTTPS-only baseline; the last line is
-``egress_ratio=X bound_ratio=Y`` for the swarm. Every process and namespace it made is torn
-down on exit, failure, Ctrl-C or ``--timeout``. A benchmark, not a test: it checks only that
-every node installed the exact bytes. Needs root, iproute2 and tc.
+and ends with one summary line (``fleet: ... egress_ratio=X bound_ratio=Y ...``). Every
+process and namespace it made is removed on exit, failure, Ctrl-C or ``--timeout``. A
+benchmark, not a test: it checks only that every node installed the exact bytes. Needs root,
+iproute2 and tc.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import hashlib
 import ipaddress
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import subprocess
@@ -42,16 +48,21 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 MiB = 1 << 20
+CHUNK = 1 << 20  # the default ChunkSize
 S3_PORT = 9000
 ACCESS_KEY = "AKIABENCHFLEET000000"
 SECRET_KEY = "bench-secret-key-not-real"
 BUCKET = "distsync-bench-fleet"
 CANDIDATE_SUBNETS = [f"10.214.{n}.0/24" for n in range(0, 250, 7)]
+_INSTALLED = re.compile(r"^(\S+ \S+) distsync INFO installed app\.bin ", re.MULTILINE)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def run(*argv: str, check: bool = True) -> str:
@@ -83,11 +94,12 @@ class Lab:
 
     nodes: int
     rate: float
+    s3_rate: float
     subnet: ipaddress.IPv4Network
     work: Path
-    tag: str = field(default_factory=lambda: f"dsf{os.getpid() % 100000}")
+    tag: str = field(default_factory=lambda: f"dsf{os.urandom(3).hex()}")
     namespaces: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def bridge_ns(self) -> str:
@@ -110,16 +122,16 @@ class Lab:
         self._add_ns(self.bridge_ns)
         run("ip", "-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
         run("ip", "-n", self.bridge_ns, "link", "set", "br0", "up")
-        self._attach("s3", self.s3_ip)
+        self._attach("s3", self.s3_ip, self.s3_rate)
         for i in range(self.nodes):
-            self._attach(f"n{i}", self.node_ip(i))
+            self._attach(f"n{i}", self.node_ip(i), self.rate)
 
     def _add_ns(self, name: str) -> None:
         run("ip", "netns", "add", name)
         self.namespaces.append(name)
         run("ip", "-n", name, "link", "set", "lo", "up")
 
-    def _attach(self, name: str, address: str) -> None:
+    def _attach(self, name: str, address: str, rate: float) -> None:
         """A namespace with eth0 on the bridge, shaped to ``rate`` both ways."""
         ns = self.ns(name)
         self._add_ns(ns)
@@ -130,25 +142,22 @@ class Lab:
         run("ip", "-n", self.bridge_ns, "link", "set", port, "master", "br0", "up")
         run("ip", "-n", ns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
-        burst = max(64 << 10, int(self.rate * 1e6 / 8 / 100))  # >= rate/HZ at any HZ
-        shape = ["root", "tbf", "rate", f"{self.rate}mbit", "burst", str(burst),
-                 "latency", "50ms"]  # fmt: skip
+        burst = max(64 << 10, int(rate * 1e6 / 8 / 100))  # >= rate/HZ at any HZ
+        shape = ["root", "tbf", "rate", f"{rate}mbit", "burst", str(burst), "latency", "50ms"]
         # eth0's queue shapes what the namespace sends (its upload), the bridge port's queue
         # what it receives (its download).
         run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", *shape)
         run("ip", "netns", "exec", self.bridge_ns, "tc", "qdisc", "add", "dev", port, *shape)
 
-    def spawn(self, name: str, argv: list[str], log: Path, env: dict[str, str]) -> None:
+    def spawn(self, label: str, ns: str, argv: list[str], log: Path, env: dict[str, str]) -> None:
         with open(log, "ab") as out:
-            self.procs.append(
-                subprocess.Popen(
-                    ["ip", "netns", "exec", self.ns(name), *argv],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                )
+            self.procs[label] = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(ns), *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
             )
 
     def exec(self, name: str, argv: list[str], env: dict[str, str], timeout: float) -> str:
@@ -164,7 +173,8 @@ class Lab:
         stats = json.loads(run("ip", "-n", self.ns("s3"), "-s", "-j", "link", "show", "eth0"))
         return int(stats[0]["stats64"]["tx"]["bytes"])
 
-    def stop(self, procs: list[subprocess.Popen[bytes]]) -> None:
+    def stop(self, labels: list[str]) -> None:
+        procs = [self.procs.pop(label) for label in labels if label in self.procs]
         for proc in procs:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -178,17 +188,17 @@ class Lab:
                 proc.wait(5)
 
     def close(self) -> None:
-        self.stop(self.procs)
+        self.stop(list(self.procs))
         for name in reversed(self.namespaces):  # deleting a namespace deletes its links
             run("ip", "netns", "del", name, check=False)
 
 
-def config_text(lab: Lab, home: Path, secret: str, prefix: str) -> str:
-    return (
-        f'SharedSecret = "{secret}"\nStorageBucket = "{BUCKET}"\nStorage = "S3+BitTorrent"\n'
+def config_text(lab: Lab, home: Path, secret: str, prefix: str, storage: str, args: Any) -> str:
+    keys = "".join(f"{item}\n" for item in args.config_key)
+    return keys + (
+        f'SharedSecret = "{secret}"\nStorageBucket = "{BUCKET}"\nStorage = "{storage}"\n'
         f'Prefix = "{prefix}"\nOutputDir = "{home}/out"\nStateDir = "{home}/state"\n'
-        # Fast polls: the figure is the transfer, not the (configurable) notice delay.
-        "PollInterval = 0.25\nPollJitter = 0.1\n"
+        f"PollInterval = {args.poll_interval}\nPollJitter = {args.poll_jitter}\n"
         f'[AwsCreds]\nAccessKey = "{ACCESS_KEY}"\nSecretKey = "{SECRET_KEY}"\n'
         f'Endpoint = "http://{lab.s3_ip}:{S3_PORT}"\n'
     )
@@ -208,7 +218,7 @@ def start_s3(lab: Lab, env: dict[str, str]) -> None:
     data.mkdir()
     server_env = dict(env, BIND_HOST=lab.s3_ip, GATEWAY_PORT=str(S3_PORT), S3_DATA_DIR=str(data))
     command = [str(Path(PY).with_name("ministack"))]
-    lab.spawn("s3", command, lab.work / "s3.log", server_env)
+    lab.spawn("s3", "s3", command, lab.work / "s3.log", server_env)
     script = (
         "import boto3,time\n"
         f"c=boto3.client('s3',endpoint_url='http://{lab.s3_ip}:{S3_PORT}',"
@@ -221,6 +231,56 @@ def start_s3(lab: Lab, env: dict[str, str]) -> None:
         "else: raise SystemExit('S3 server did not come up')\n"
     )
     lab.exec("s3", [PY, "-c", script], env, timeout=60)
+
+
+def _process_tree_ticks(pid: int) -> int:
+    """utime + stime (clock ticks) of ``pid`` and its live descendants."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending += [int(child) for child in children]
+    return total
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+class CpuMeter:
+    """Host CPU and each benchmark process's CPU over a window (from /proc)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.start = time.monotonic()
+        self.host = _cpu_ticks()
+        self.procs = {label: _process_tree_ticks(p.pid) for label, p in lab.procs.items()}
+
+    def report(self) -> str:
+        seconds = max(time.monotonic() - self.start, 1e-6)
+        busy, total = _cpu_ticks()
+        host = (busy - self.host[0]) / max(total - self.host[1], 1)
+        used = {
+            label: (_process_tree_ticks(p.pid) - self.procs.get(label, 0)) / _CLK_TCK
+            for label, p in self.lab.procs.items()
+        }
+        daemons = {label: s for label, s in used.items() if label.startswith("n")}
+        cores = os.cpu_count() or 1
+        return (
+            f"CPU over {seconds:.1f} s: host {100 * host:.0f} % busy of {cores} cores; "
+            f"ministack {used.get('s3', 0.0):.1f} s, daemons "
+            f"{sum(daemons.values()):.1f} s (max {max(daemons.values(), default=0):.1f} s each)"
+        )
 
 
 class Tracer(threading.Thread):
@@ -257,51 +317,41 @@ class Tracer(threading.Thread):
             print(f"  {after[0] - announced:6.1f} {line} {cpu:10.0f} %")
 
 
-def _cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
-
-
 @dataclass
 class Outcome:
     egress: float  # S3 bytes sent / object size
     seconds: float  # announce -> last install
     per_node: list[float]
     object_size: int
+    cpu: str
 
 
 def run_round(
-    lab: Lab, mode: str, size_mib: int, env: dict[str, str], secret: str, args: argparse.Namespace
+    lab: Lab, mode: str, args: argparse.Namespace, env: dict[str, str], secret: str
 ) -> Outcome:
     """Fresh daemons and a fresh prefix; upload once; wait for every install."""
-    prefix = f"bench/{mode}-{int(time.time())}"
-    homes = [lab.work / mode / f"n{i}" for i in range(lab.nodes)]
-    flags = ["--https-only"] if mode == "https" else [
-        "--port", "6881", "--seed-seconds", "600",
-        "--web-seed-delay", str(args.web_seed_delay), "--s3-readers", str(args.s3_readers),
-    ]  # fmt: skip
-    # The same settings as config keys, for `distsync daemon` itself (--real-daemon).
-    keys = (
-        f"TorrentPort = 6881\nTorrentWebSeedDelay = {args.web_seed_delay}\n"
-        f"TorrentS3Readers = {args.s3_readers}\n"
-    )
+    from distsync.crypto.stream import ciphertext_size
+
     storage = "S3" if mode == "https" else "S3+BitTorrent"
-    round_procs_from = len(lab.procs)
-    for i, home in enumerate(homes):
-        text = config_text(lab, home, secret, prefix)
-        if args.real_daemon:
-            text = keys + text.replace('"S3+BitTorrent"', f'"{storage}"')
-            argv = [PY, "-m", "distsync", "daemon", "-c"]
-        else:
-            argv = [PY, "-m", "distsync.transfer.torrent", "daemon", *flags, "-c"]
-        cfg = write_config(home / "distsync.toml", text)
-        lab.spawn(f"n{i}", [*argv, str(cfg)], home / "daemon.log", env)
+    prefix = f"bench/{mode}-{int(time.time())}/"
+    homes = [lab.work / mode / f"n{i}" for i in range(lab.nodes)]
+    labels = [f"n{i}" for i in range(lab.nodes)]
+    # A fleet's daemons were started at different times, so their polls are spread over the
+    # interval: start them at random moments within one (all at once would poll in lockstep).
+    starts = sorted(random.uniform(0, args.poll_interval) for _home in homes)
+    began = time.monotonic()
+    for label, home, start in zip(labels, homes, starts):
+        cfg = write_config(
+            home / "distsync.toml", config_text(lab, home, secret, prefix, storage, args)
+        )
+        time.sleep(max(0.0, began + start - time.monotonic()))
+        daemon = [PY, "-m", "distsync", "daemon", "-c", str(cfg)]
+        lab.spawn(label, label, daemon, home / "daemon.log", dict(env, HOME=str(home)))
+    # Ready: watching, and (the swarm) its peer record in the bucket, written by its first cycle.
+    ready = "peer record published" if mode == "torrent" else "watching"
     deadline = time.monotonic() + 60
-    for home in homes:  # "watching" comes after the peer record is written
-        while "watching" not in _read(home / "daemon.log"):
+    for home in homes:
+        while ready not in _read(home / "daemon.log"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{home.name} did not start:\n{_read(home / 'daemon.log')}")
             time.sleep(0.1)
@@ -309,37 +359,54 @@ def run_round(
     artifact = lab.work / mode / "app.bin"
     digest = hashlib.sha256()
     with open(artifact, "wb") as out:
-        for _unused in range(size_mib):
+        for _unused in range(args.size):
             block = os.urandom(MiB)
             digest.update(block)
             out.write(block)
-    up = write_config(
-        lab.work / mode / "up.toml", config_text(lab, lab.work / mode, secret, prefix)
-    )
+    up = lab.work / mode / "uploader"
+    up_cfg = write_config(up / "distsync.toml", config_text(lab, up, secret, prefix, storage, args))
     sent_before = lab.s3_tx_bytes()
     tracer = Tracer(lab) if args.trace else None
-    upload = [PY, "-m", "distsync.transfer.torrent", "upload", "-c", str(up), str(artifact)]
-    facts = json.loads(lab.exec("s3", upload, env, timeout=300).strip().splitlines()[-1])
-    announced = float(facts["announced_at"])
+    cpu = CpuMeter(lab)
+    # `distsync upload` prints its line once the manifest is in the log and the marker
+    # rewritten: that moment is the announce.
+    upload = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("s3"), PY, "-m", "distsync", "upload", "-c", str(up_cfg),
+         str(artifact)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env, HOME=str(up)),
+    )  # fmt: skip
+    assert upload.stdout is not None
+    line = upload.stdout.readline()
+    announced = time.time()
+    if upload.wait(300) or not line:
+        raise RuntimeError(f"upload failed: {upload.stderr.read() if upload.stderr else ''!r}")
 
     deadline = time.monotonic() + args.round_timeout
     targets = [home / "out" / "app.bin" for home in homes]
-    while not all(t.exists() for t in targets):
+    while not all(_installed_at(home) for home in homes):
         if time.monotonic() > deadline:
-            missing = [t.parent.parent.name for t in targets if not t.exists()]
+            missing = [home.name for home in homes if not _installed_at(home)]
             raise RuntimeError(f"{mode}: not installed on {missing} in {args.round_timeout} s")
         time.sleep(0.05)
+    cpu_report = cpu.report()
     if tracer is not None:
         tracer.report(announced)
-    per_node = [t.stat().st_mtime - announced for t in targets]
+    per_node = [(_installed_at(home) or 0.0) - announced for home in homes]
     sent = lab.s3_tx_bytes() - sent_before
     for target in targets:
         if _sha256(target) != digest.hexdigest():
             raise RuntimeError(f"{target} differs from the artifact")
-    lab.stop(lab.procs[round_procs_from:])
-    del lab.procs[round_procs_from:]
-    object_size = int(facts["object_size"])
-    return Outcome(sent / object_size, max(per_node), per_node, object_size)
+    lab.stop(labels)
+    object_size = ciphertext_size(args.size * MiB, CHUNK)
+    return Outcome(sent / object_size, max(per_node), per_node, object_size, cpu_report)
+
+
+def _installed_at(home: Path) -> float | None:
+    """When the daemon logged the install (after fsync and rename), as a Unix time."""
+    found = _INSTALLED.search(_read(home / "daemon.log"))
+    if found is None:
+        return None
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def _read(path: Path) -> str:
@@ -357,11 +424,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def kumar_ross(size_bytes: int, nodes: int, rate_mbit: float) -> tuple[float, float, float]:
-    """(F/u_s, F/d_min, N*F/(u_s + sum u_i)) in seconds; every link runs at ``rate_mbit``."""
+def kumar_ross(size_bytes: int, nodes: int, rate: float, s3_rate: float) -> tuple[float, ...]:
+    """(F/u_s, F/d_min, N*F/(u_s + sum u_i)) in seconds for the configured rates (Mbit/s)."""
     bits = size_bytes * 8
-    rate = rate_mbit * 1e6
-    return bits / rate, bits / rate, nodes * bits / (rate + nodes * rate)
+    u_s, d_min, u_i = s3_rate * 1e6, rate * 1e6, rate * 1e6
+    return bits / u_s, bits / d_min, nodes * bits / (u_s + nodes * u_i)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 @contextlib.contextmanager
@@ -385,23 +456,27 @@ def interrupted(signum: int, frame: object) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--nodes", type=int, default=6)
     parser.add_argument("--size", type=int, default=128, help="artifact size in MiB")
-    # 40: a two-core host cannot play eight 100 Mbit/s servers (it runs out of CPU, not links).
-    parser.add_argument("--rate", type=float, default=40, help="Mbit/s on every link")
-    parser.add_argument("--s3-readers", type=int, default=8)
-    parser.add_argument("--web-seed-delay", type=float, default=30)
+    parser.add_argument("--rate", type=float, default=100, help="Mbit/s on every node's link")
+    parser.add_argument("--s3-rate", type=float, help="Mbit/s on S3's link (default: --rate)")
+    parser.add_argument("--poll-interval", type=float, default=2.0)
+    parser.add_argument("--poll-jitter", type=float, default=0.0)
+    parser.add_argument(
+        "--config-key", action="append", default=[], metavar="KEY=VALUE",
+        help="a TOML line added to every config, e.g. TorrentS3Readers=4 (default: none)",
+    )  # fmt: skip
     parser.add_argument("--skip-baseline", action="store_true", help="swarm round only")
-    parser.add_argument("--round-timeout", type=float, default=600)
-    parser.add_argument("--timeout", type=float, default=1800, help="for the whole run")
+    parser.add_argument("--round-timeout", type=float, default=900)
+    parser.add_argument("--timeout", type=float, default=2400, help="for the whole run")
+    parser.add_argument(
+        "--workdir", type=Path, help="where state, copies and output go (default: a fresh "
+        "directory on /dev/shm: one disk shared by every node would measure the disk)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--trace", action="store_true", help="print link rates over time")
-    parser.add_argument(
-        "--real-daemon",
-        action="store_true",
-        help="run `distsync daemon` with Torrent* config keys (needs docs/patches/torrent-*)",
-    )
     args = parser.parse_args()
+    args.s3_rate = args.s3_rate or args.rate
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         print("fleet.py needs root, iproute2 and tc (network namespaces)", file=sys.stderr)
         return 2
@@ -410,27 +485,31 @@ def main() -> int:
 
     secret = generate_secret()
     env = dict(os.environ, PYTHONPATH=str(REPO / "python"), PYTHONUNBUFFERED="1")
-    work = Path(tempfile.mkdtemp(prefix="distsync-fleet-"))
-    lab = Lab(args.nodes, args.rate, free_subnet(), work)
+    base = args.workdir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    work = Path(tempfile.mkdtemp(prefix="distsync-fleet-", dir=base))
+    lab = Lab(args.nodes, args.rate, args.s3_rate, free_subnet(), work)
     signal.signal(signal.SIGTERM, interrupted)
     results: dict[str, Outcome] = {}
+    load_before = load_average()
     try:
         with time_limit(args.timeout):
             lab.build()
             start_s3(lab, env)
             print(
                 f"fleet: {args.nodes} nodes on {lab.subnet} (bridge, S3 and every node in "
-                f"namespaces of their own), {args.rate:g} Mbit/s tbf on every link both ways, "
-                f"artifact {args.size} MiB",
+                f"namespaces of their own, run id {lab.tag}), tbf {args.rate:g} Mbit/s on every "
+                f"node's link and {args.s3_rate:g} on S3's, both ways; artifact {args.size} MiB; "
+                f"PollInterval {args.poll_interval:g} s, PollJitter {args.poll_jitter:g} s; "
+                f"extra keys: {', '.join(args.config_key) or 'none'}; work in {work}; "
+                f"load average {load_before}",
                 flush=True,
             )
             modes = ["torrent"] if args.skip_baseline else ["torrent", "https"]
             for mode in modes:
-                results[mode] = run_round(lab, mode, args.size, env, secret, args)
-                got = results[mode]
+                results[mode] = got = run_round(lab, mode, args, env, secret)
                 print(
                     f"  {mode:8s} egress {got.egress:5.2f} x F, all installed in "
-                    f"{got.seconds:6.2f} s (first {min(got.per_node):.2f} s)",
+                    f"{got.seconds:6.2f} s (first {min(got.per_node):.2f} s); {got.cpu}",
                     flush=True,
                 )
     finally:
@@ -441,7 +520,7 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     swarm = results["torrent"]
-    terms = kumar_ross(swarm.object_size, args.nodes, args.rate)
+    terms = kumar_ross(swarm.object_size, args.nodes, args.rate, args.s3_rate)
     bound = max(terms)
     print(
         f"Kumar-Ross bound: max(F/u_s={terms[0]:.2f} s, F/d_min={terms[1]:.2f} s, "
@@ -453,7 +532,18 @@ def main() -> int:
         if mode in results:
             got = results[mode]
             print(f"{label:14s}{got.egress:15.2f}{got.seconds:14.2f} s{got.seconds / bound:10.2f}")
-    print(f"egress_ratio={swarm.egress:.2f} bound_ratio={swarm.seconds / bound:.2f}")
+    https = results.get("https")
+    versus = (
+        f" https_egress={https.egress:.2f} https_bound_ratio={https.seconds / bound:.2f}"
+        if (https)
+        else ""
+    )
+    print(
+        f"fleet nodes={args.nodes} size={args.size}MiB rate={args.rate:g}Mbit/s "
+        f"s3_rate={args.s3_rate:g}Mbit/s: egress_ratio={swarm.egress:.2f} "
+        f"bound_ratio={swarm.seconds / bound:.2f}{versus} "
+        f"load={load_before}->{load_average()}"
+    )
     return 0
 
 

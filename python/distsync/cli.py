@@ -218,6 +218,40 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return Daemon(cfg, open_store(cfg)).run(once=args.once)
 
 
+def cmd_releases(args: argparse.Namespace) -> int:
+    from distsync.release.commands import format_releases, select
+    from distsync.release.report import describe
+
+    cfg = _config(args)
+    rows = [describe(spec, cfg.pins) for spec in select(cfg, args.name)]
+    print(format_releases(rows, args.json))
+    return 0
+
+
+def cmd_rollback_or_resume(args: argparse.Namespace) -> int:
+    from distsync.release.commands import format_releases, send_request
+
+    cfg = _config(args)
+    to = getattr(args, "to", None)
+    if to is not None and not to.isdigit():
+        raise UsageError(f"--to {to!r}: a version id is a number (see `distsync releases`)")
+    timeout = args.wait
+    if timeout is None:  # a poll, a health check, and time to spare
+        timeout = cfg.poll_interval + cfg.poll_jitter + 60 + max(
+            (spec.health_timeout for spec in cfg.releases), default=0
+        )
+    row = send_request(
+        cfg,
+        args.name,
+        args.command,
+        int(to) if to is not None else None,
+        timeout,
+        say=lambda line: print(f"distsync: {line}", file=sys.stderr),
+    )
+    print(format_releases([row], args.json))
+    return 0
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     from distsync.provision import (
         DestroyOptions,
@@ -422,7 +456,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(daemon)
     daemon.add_argument("--once", action="store_true", help="run one cycle and exit")
     daemon.set_defaults(handler=cmd_daemon)
+    _add_release_commands(sub)
     return parser
+
+
+def _add_release_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The [[Release]] commands; they read the daemon's configuration (~/.distsyncd)."""
+    rel = sub.add_parser("releases", help="the kept releases: current, failed, held")
+    _add_config_option(rel)
+    rel.add_argument("name", nargs="?", help="a Match pattern, a Dir, or an artifact name")
+    rel.add_argument("--json", action="store_true", help="machine-readable output")
+    rel.set_defaults(handler=cmd_releases)
+    for command, text in (
+        ("rollback", "switch current to the previous kept release (or --to VERSION) and hold it"),
+        ("resume", "lift a rollback's hold: the newest healthy version is installed again"),
+    ):
+        parser = sub.add_parser(command, help=text, description=text + ". The running daemon "
+                                "applies it within a poll interval.")
+        _add_config_option(parser)
+        parser.add_argument("name", help="a Match pattern, a Dir, or an artifact name")
+        if command == "rollback":
+            parser.add_argument("--to", metavar="VERSION", help="a version id to switch to")
+        parser.add_argument(
+            "--wait",
+            type=float,
+            metavar="SECONDS",
+            help="how long to wait for the daemon's answer (default: a poll interval, the "
+            "health timeout and a minute)",
+        )
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.set_defaults(handler=cmd_rollback_or_resume)
 
 
 # A closed standard output ends a command the way it ends other Unix tools: 128 + SIGPIPE.

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from distsync.crypto.secret import InvalidSecret, parse_secret
 from distsync.errors import ConfigError
+from distsync.release.config import ReleaseSpec, parse_releases
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,6 +68,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "ChunkSize": (int,),
     "Uploader": (str,),
     "Pin": (dict,),
+    "Release": (list,),
     "TorrentPort": (int,),
     "TorrentAddress": (str,),
     "TorrentSeedSeconds": (int, float),
@@ -161,6 +163,8 @@ class Config:
     torrent_web_seed_delay: float = 30.0
     torrent_stall_seconds: float = 60.0
     tracker_url: str | None = None
+    # [[Release]] tables (distsync.release).
+    releases: tuple[ReleaseSpec, ...] = ()
     swift: SwiftCreds | None = None  # Storage = "Swift"
 
     def error(self, key: str | None, problem: str) -> ConfigError:
@@ -187,8 +191,12 @@ class Config:
         return path if path.is_absolute() else (self.path.parent / path)
 
 
+# Commands that act on a server, so they read the daemon's configuration by default.
+SERVER_COMMANDS = ("daemon", "releases", "rollback", "resume")
+
+
 def default_config_path(command: str) -> Path:
-    default = DEFAULT_DAEMON_CONFIG if command == "daemon" else DEFAULT_UPLOAD_CONFIG
+    default = DEFAULT_DAEMON_CONFIG if command in SERVER_COMMANDS else DEFAULT_UPLOAD_CONFIG
     return Path(os.path.expanduser(default))
 
 
@@ -286,6 +294,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
                 raise fail(f"Pin.{name}", 'must be a version id from `distsync list`, e.g. "42"')
         values["pins"] = dict(raw["Pin"])
     values.update(_torrent(path, raw))
+    if "Release" in raw:
+        values["releases"] = parse_releases(path, raw["Release"])
     values["swift"] = _swift(path, raw, values["storage"])
     return Config(**values)
 

@@ -4,6 +4,14 @@ One cycle: a cheap conditional check of the marker; if it changed (or a retry, p
 file needs it), list the log after the last sequence number seen, verify the new manifests,
 let ``plan_installs`` decide, and install. State is saved after every install, so a restart
 never downloads twice and never goes back to an older version.
+
+Threads: the main thread handles signals, feeds systemd's watchdog and owns the rest. Each
+cycle runs on an owned worker thread, which is cancelled (the stop event) and joined before
+the swarm is closed and the state lock released; every store call goes through an
+``InterruptibleStore``, so that join takes well under a second even while the store hangs.
+The watchdog is fed only while the work moves (``Heartbeat``), not merely while the worker
+is alive. With ``Storage = "S3+BitTorrent"`` the swarm lives as long as ``run`` and may wake
+the main thread early when a peer has news.
 """
 
 from __future__ import annotations
@@ -12,26 +20,34 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import math
 import random
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
+from typing import cast
 
 from distsync import sdnotify
 from distsync.catalog import Catalog, Rejected
 from distsync.config import Config
 from distsync.errors import DistsyncError, IntegrityError, LocalIOError, NotFoundError
-from distsync.fsutil import local_io_error, remove_stale_temps
+from distsync.fsutil import local_io_error
+from distsync.heartbeat import Heartbeat
 from distsync.hooks import run_hook
 from distsync.layout import Layout
 from distsync.manifest import Version
+from distsync.release.manager import Releases
+from distsync.release.state import ActivationOutcome
 from distsync.state import DaemonState, Installed, StateFile, plan_installs
-from distsync.storage.base import Store
+from distsync.storage.base import Presigner, Store
+from distsync.swarm.session import Swarm, open_swarm
+from distsync.swarm.settings import TorrentSettings
+from distsync.threads import InterruptibleStore, OwnedThread
 from distsync.transfer.fetch import Interrupted, fetch_version
-from distsync.transfer.torrent import Swarm, TorrentSettings, open_swarm
 
 __all__ = ["CycleReport", "Daemon"]
 
@@ -40,27 +56,62 @@ log = logging.getLogger("distsync.daemon")
 # Even when the marker says nothing changed, list the log every so many polls: an uploader
 # that died between claiming its log entry and rewriting the marker is then still noticed.
 _FULL_LIST_EVERY = 20
-# How long a stop request waits for a cycle blocked on the store before abandoning it.
+# How long a stop request waits for the cycle to end. Every wait in it gives way to a stop
+# within a fraction of a second; this bound is only for a bug, which is then logged.
 _STOP_GRACE = 5.0
+# Store calls made after a stop request (withdrawing the peer record) get this long.
+_FAREWELL = 2.0
+# The main thread's longest wait. A signal may be delivered to any thread; its Python handler
+# runs only once the main thread wakes, so this bounds how late a stop request is seen.
+_WAKE_EVERY = 0.1
 
 
 @dataclass
 class CycleReport:
     installed: list[Version] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # How each release activation of the cycle ended (healthy, or failed and why).
+    activations: list[ActivationOutcome] = field(default_factory=list)
 
 
 class Daemon:
     def __init__(self, cfg: Config, store: Store, *, stop: threading.Event | None = None) -> None:
         self.cfg = cfg
-        self.store = store
-        self.output_dir = cfg.require_output_dir()
-        self.catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
         self.stop = stop or threading.Event()
+        self._wake = threading.Event()  # poll now: a stop request, or a peer has news
+        self._farewell_until = 0.0
+        self.heartbeat = Heartbeat(time.monotonic())
+        # Presigning is local (no request), so the swarm's web seed uses the store directly.
+        self._presigner = cast(Presigner, store) if hasattr(store, "presign") else None
+        self.store = InterruptibleStore(store, self._store_calls_end, on_answer=self._moved)
+        self.output_dir = cfg.require_output_dir()
+        self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret)
         ident = hashlib.sha256(f"{cfg.storage}\0{cfg.storage_bucket}\0{cfg.prefix}".encode())
         self.state_file = StateFile(cfg.daemon_state_dir() / f"state-{ident.hexdigest()[:16]}.json")
         self._polls = 0
+        self._abandoned = False  # a worker outlived the stop grace: keep what it may use
         self.swarm: Swarm | None = None  # Storage = "S3+BitTorrent", while run() runs
+        # [[Release]] names take the release path; the rest go to OutputDir.
+        self.releases = Releases(
+            cfg.releases,
+            cfg.pins,
+            hook_timeout=cfg.hook_timeout,
+            stop=self.stop,
+            expect_silence=self._expect_silence,
+        )
+        self.pins = self.releases.plain_pins()
+
+    def _store_calls_end(self) -> bool:
+        """Whether store calls in flight give up now: on a stop request, after the farewell."""
+        return self.stop.is_set() and time.monotonic() >= self._farewell_until
+
+    def _moved(self, _size: int = 0) -> None:
+        """The work moved forward (the store answered, a batch was written)."""
+        self.heartbeat.beat(time.monotonic())
+
+    def _expect_silence(self, seconds: float) -> None:
+        """A hook runs next: silent but bounded (its timeout, then a few seconds to end it)."""
+        self.heartbeat.expect(time.monotonic(), seconds + 10)
 
     # -- one cycle ----------------------------------------------------------------------
 
@@ -68,6 +119,7 @@ class Daemon:
         report = CycleReport()
         if self.swarm is not None:
             self.swarm.maintain()  # peer record, seeding windows
+        self._releases_local(report)
         state = self.state_file.load()
         try:
             tag = self.store.changed(self.catalog.layout.marker, state.marker_tag)
@@ -78,19 +130,23 @@ class Daemon:
         lost = self._forget_missing_files(state)
         full_list = self._polls % _FULL_LIST_EVERY == 0
         self._polls += 1
-        if tag is None and not (full_list or lost or state.retry or state.behind(self.cfg.pins)):
+        wanted = state.retry or state.behind(self.pins) or self.releases.needs_store()
+        if tag is None and not (full_list or lost or wanted):
             return report
+        listed_from = state.last_seq
         try:
             found, last_seq = self._collect(state, lost)
         except DistsyncError as exc:
             log.warning("cannot list new artifacts: %s", exc)
             report.failed.append(str(exc))
             return report
-        for version in plan_installs(state, found, self.cfg.pins):
+        plain = [v for v in found if not self.releases.claims(v.manifest.name)]
+        for version in plan_installs(state, plain, self.pins):
             if self.stop.is_set():
                 break
             self._install(state, version, report)
             self.state_file.save(state)
+        self._releases_from_store(found, report, whole_log=listed_from == 0)
         state.last_seq = max(state.last_seq, last_seq)
         if tag is not None:
             state.marker_tag = tag
@@ -118,8 +174,8 @@ class Daemon:
                 log.warning("ignoring log entry %d: %s", entry.seq, entry.reason)
             else:
                 found.append(entry)
-        state.note_found(found)
-        extra = set(state.retry.values()) | set(state.behind(self.cfg.pins).values())
+        state.note_found(v for v in found if not self.releases.claims(v.manifest.name))
+        extra = set(state.retry.values()) | set(state.behind(self.pins).values())
         extra |= set(lost.values())
         for seq in sorted(extra - {v.seq for v in found}):
             try:
@@ -137,7 +193,10 @@ class Daemon:
         dest = self.output_dir / manifest.name
         try:
             fetch = self.swarm.fetch if self.swarm is not None else fetch_version
-            result = fetch(self.store, self.cfg.secret, version, dest, should_stop=self.stop.is_set)
+            result = fetch(
+                self.store, self.cfg.secret, version, dest,
+                progress=self._moved, should_stop=self.stop.is_set,
+            )  # fmt: skip
         except Interrupted:
             log.info("stopped while installing %s version %s", manifest.name, version.version_id)
             state.retry[manifest.name] = version.seq
@@ -171,7 +230,41 @@ class Daemon:
             result.seconds,
         )
         if self.cfg.on_update:
-            run_hook(self.cfg.on_update, dest, version, self.cfg.hook_timeout)
+            self._expect_silence(self.cfg.hook_timeout)
+            run_hook(
+                self.cfg.on_update, dest, version, self.cfg.hook_timeout,
+                should_stop=self.stop.is_set,
+            )  # fmt: skip
+
+    # -- releases ([[Release]], distsync.release) ------------------------------------------
+
+    def _releases_local(self, report: CycleReport) -> None:
+        """Operator requests, crash recovery, switches to kept releases: no store needed."""
+        self.releases.local_pass()
+        self._report_activations(report)
+
+    def _releases_from_store(
+        self, found: list[Version], report: CycleReport, *, whole_log: bool
+    ) -> None:
+        self.releases.note_found(found)
+        fetch = self.swarm.fetch if self.swarm is not None else fetch_version
+
+        def place(version: Version, dest: Path) -> object:
+            return fetch(
+                self.store, self.cfg.secret, version, dest,
+                progress=self._moved, should_stop=self.stop.is_set,
+            )  # fmt: skip
+
+        self.releases.store_pass(
+            self.catalog.versions, self.catalog.read, place, whole_log=whole_log
+        )
+        self._report_activations(report)
+
+    def _report_activations(self, report: CycleReport) -> None:
+        for outcome in self.releases.drain_outcomes():
+            report.activations.append(outcome)
+            if not outcome.healthy:
+                report.failed.append(f"{outcome.name} version {outcome.version}: {outcome.reason}")
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -181,11 +274,18 @@ class Daemon:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise local_io_error("create", self.output_dir, exc) from None
-        with self._exclusive(), _stop_on_signals(self.stop), self._swarm():
-            for stale in remove_stale_temps(self.output_dir):
-                log.info("removed %s left by an interrupted install", stale.name)
+        with (
+            self._exclusive(),
+            self.releases.managed(),
+            _stop_on_signals(self.stop, self._wake),
+            self._swarm(),
+        ):
             log.info("watching %s for %s", self.store.description, self.output_dir)
             watchdog = sdnotify.watchdog_interval()
+            if watchdog:
+                # Fed while the work moved within one watchdog period (twice the interval):
+                # systemd restarts a daemon whose work stands still for about two.
+                self.heartbeat.allowance = 2 * watchdog
             # Ready once running: a first cycle may be a long download, which systemd should
             # not take for a failed start; the watchdog is fed all through it.
             sdnotify.notify("READY=1")
@@ -195,68 +295,81 @@ class Daemon:
                     break
                 if once:
                     return 1 if report.failed else 0
-                delay = self.cfg.poll_interval + random.uniform(0, self.cfg.poll_jitter)
-                deadline = time.monotonic() + delay
-                while not self.stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
-                    if watchdog:
-                        sdnotify.notify("WATCHDOG=1")
-                    self.stop.wait(min(remaining, watchdog or remaining))
+                self._rest(watchdog)
             sdnotify.notify("STOPPING=1")
-            log.info("stopped")
+        log.info("stopped")
         return 0
 
+    def _rest(self, watchdog: float | None) -> None:
+        """Wait PollInterval plus jitter, or less if a stop request or a peer's news comes."""
+        delay = self.cfg.poll_interval + random.uniform(0, self.cfg.poll_jitter)
+        deadline = time.monotonic() + delay
+        fed = -math.inf
+        while not self.stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            if watchdog and time.monotonic() - fed >= watchdog:
+                sdnotify.notify("WATCHDOG=1")  # resting is the daemon working as it should
+                fed = time.monotonic()
+            if self._wake.wait(min(remaining, _WAKE_EVERY)):
+                self._wake.clear()
+                break
+
     def _cycle_until_stopped(self, watchdog: float | None) -> CycleReport | None:
-        """Run one cycle in a worker thread so that a stop request is honoured within
-        ``_STOP_GRACE`` seconds even while the store hangs (boto3's retries and backoff
-        sleeps cannot be interrupted). None when the cycle was abandoned."""
-        outcome: list[CycleReport | BaseException] = []
-
-        def work() -> None:
-            try:
-                outcome.append(self.cycle())
-            except BaseException as exc:  # handed to the main thread below
-                outcome.append(exc)
-
-        worker = threading.Thread(target=work, name="distsync-cycle", daemon=True)
-        worker.start()
-        while worker.is_alive() and not self.stop.is_set():
-            if watchdog:
-                sdnotify.notify("WATCHDOG=1")
-            worker.join(min(watchdog or 1.0, 1.0))
-        worker.join(_STOP_GRACE)
-        if worker.is_alive():
-            log.warning("the store did not answer within %g s of the stop request", _STOP_GRACE)
-            for stale in remove_stale_temps(self.output_dir):
-                log.info("removed %s", stale.name)
+        """One cycle on an owned worker thread, so that the main thread can honour a stop
+        request and feed the watchdog meanwhile. None when stopped."""
+        self._moved()
+        worker: OwnedThread[CycleReport] = OwnedThread(
+            "distsync-cycle", lambda _cancelled: self.cycle()
+        ).start()
+        warned, fed = False, -math.inf
+        while not worker.join(_WAKE_EVERY) and not self.stop.is_set():
+            now = time.monotonic()
+            if self.heartbeat.fresh(now):
+                if watchdog and now - fed >= watchdog:
+                    sdnotify.notify("WATCHDOG=1")
+                    fed = now
+                warned = False
+            elif not warned:
+                warned = True
+                log.warning(
+                    "no progress for %.0f s; no longer feeding the watchdog",
+                    self.heartbeat.silent_for(now),
+                )
+        if not worker.join(_STOP_GRACE):
+            # A bug: every wait in a cycle gives way to a stop. The worker may still use the
+            # swarm and the state file, so both stay as they are until the process exits.
+            log.error("the cycle did not stop within %g s of the stop request", _STOP_GRACE)
+            self._abandoned = True
             return None
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        return outcome[0]
+        try:
+            report = worker.result()
+        except Interrupted:
+            if self.stop.is_set():
+                return None
+            raise
+        return None if self.stop.is_set() else report
 
     @contextlib.contextmanager
     def _swarm(self) -> Iterator[None]:
         """One BitTorrent session for the daemon's lifetime (None without libtorrent)."""
-        if self.cfg.storage != "S3+BitTorrent":
+        cfg = self.cfg
+        if cfg.storage != "S3+BitTorrent":
             yield
             return
-        cfg = self.cfg
-        settings = TorrentSettings(
-            port=cfg.torrent_port,
-            address=cfg.torrent_address,
-            seed_seconds=cfg.torrent_seed_seconds,
-            s3_readers=cfg.torrent_s3_readers,
-            web_seed_delay=cfg.torrent_web_seed_delay,
-            stall_seconds=cfg.torrent_stall_seconds,
-            tracker_url=cfg.tracker_url,
-        )
-        work_dir = cfg.daemon_state_dir() / "torrent"
         self.swarm = open_swarm(
-            settings, self.store, cfg.secret, cfg.prefix, work_dir, endpoint=cfg.aws.endpoint
+            TorrentSettings.from_config(cfg),
+            self.store,
+            cfg.secret,
+            cfg.prefix,
+            cfg.daemon_state_dir() / "torrent",
+            endpoint=cfg.aws.endpoint,
+            presigner=self._presigner,
+            on_news=self._wake.set,
         )
         try:
             yield
         finally:
-            if self.swarm is not None:
+            if self.swarm is not None and not self._abandoned:
+                self._farewell_until = time.monotonic() + _FAREWELL
                 self.swarm.close()
             self.swarm = None
 
@@ -269,7 +382,7 @@ class Daemon:
             handle = open(lock_path, "a")  # noqa: SIM115 - held for the daemon's lifetime
         except OSError as exc:
             raise local_io_error("create", lock_path, exc) from None
-        with handle:
+        try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -277,10 +390,13 @@ class Daemon:
                     f"another distsync daemon already uses {self.state_file.path.parent}"
                 ) from None
             yield
+        finally:
+            if not self._abandoned:  # else the lock is held until the process exits
+                handle.close()
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stop: threading.Event, wake: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -288,6 +404,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
+        wake.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -18,6 +18,7 @@ __all__ = [
     "NotFoundError",
     "ObjectTooLargeError",
     "StorageError",
+    "SwarmError",
     "UsageError",
 ]
 
@@ -88,6 +89,11 @@ class StorageError(DistsyncError):
 
 class NotFoundError(StorageError):
     """An object, artifact name or version does not exist in the store."""
+
+
+class SwarmError(StorageError):
+    """The BitTorrent swarm could not deliver (libtorrent failed, or no progress): the daemon
+    fetches the artifact by ranged GETs instead, so a user sees it only in the log."""
 
 
 class LocalIOError(DistsyncError):

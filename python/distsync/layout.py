@@ -3,7 +3,7 @@
     {prefix}marker              rewritten after every upload: servers poll its version tag
     {prefix}log/{seq:020d}      encrypted manifests, one per upload, claimed by conditional create
     {prefix}objects/{random}    ciphertext of the artifacts (random ids, never names)
-    {prefix}peers/{node id}     S3+BitTorrent: each daemon's encrypted address (peers.py)
+    {prefix}peers/{node id}     S3+BitTorrent: each daemon's encrypted address (swarm/peerbook.py)
 
 The log's sequence numbers order uploads with no clock at all: an uploader claims the next
 free number with a create-if-absent, and a lost race just claims the one after.

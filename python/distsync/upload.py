@@ -18,7 +18,7 @@ from distsync.errors import LocalIOError, NotFoundError
 from distsync.fsutil import ReadErrors, local_io_error
 from distsync.manifest import Manifest, Version, validate_name
 from distsync.storage.base import ObjectWriter, Store
-from distsync.torrent_meta import TorrentWriter, piece_length_for
+from distsync.swarm.meta import TorrentWriter, piece_length_for
 
 __all__ = ["UploadOutcome", "file_sha256", "upload_file", "upload_if_changed"]
 

@@ -41,6 +41,19 @@ distsync-state-dir:
     - require:
       - user: distsync-user
 
+{%- for release in distsync.releases %}
+
+distsync-release-dir-{{ loop.index }}:
+  file.directory:
+    - name: {{ release.dir }}
+    - user: {{ distsync.user }}
+    - group: {{ distsync.group }}
+    - mode: "0755"
+    - makedirs: true
+    - require:
+      - user: distsync-user
+{%- endfor %}
+
 {#- It holds the shared secret: no diff is ever shown. The installed engine loads the
     candidate before it replaces the live file, so a bad value never reaches the daemon
     (the check runs for real only, not with test=True). #}

@@ -10,6 +10,7 @@ import pytest
 from distsync.config import AWS_KEYS, KEYS, load_config
 from distsync.crypto.secret import generate_secret, parse_secret
 from distsync.errors import ConfigError
+from distsync.release.config import RELEASE_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,5 +210,5 @@ def test_error_never_echoes_the_secret(
 def test_readme_documents_every_key() -> None:
     readme = (REPO / "README.md").read_text()
     reference = readme.split("## Configuration reference", 1)[1]
-    for key in list(KEYS) + list(AWS_KEYS):
+    for key in list(KEYS) + list(AWS_KEYS) + list(RELEASE_KEYS):
         assert f"`{key}`" in reference, f"README's configuration reference lacks {key}"

@@ -63,6 +63,21 @@ CASES: dict[str, dict[str, Any]] = {
         "aws_endpoint": "http://10.0.0.1:9000",
     },
     "local": {"storage": "Local", "storage_bucket": "/srv/bucket"},
+    "releases": {
+        "releases": [
+            {"match": "myapp-*.tar.gz", "dir": "/srv/myapp"},
+            {
+                "match": "web-*.tgz",
+                "dir": "/srv/web",
+                "keep": 3,
+                "unpack": False,
+                "pre_activate": ["./bin/migrate", "--check"],
+                "health_check": ["curl", "-fsS", "http://127.0.0.1:8080/health"],
+                "health_timeout": 30,
+                "post_activate": ["systemctl", "reload", "web"],
+            },
+        ]
+    },
 }
 COMMON = {"shared_secret": SECRET, "storage_bucket": "/srv/bucket"}
 
@@ -181,6 +196,10 @@ def test_cases_reach_what_they_change(by_formula: dict[str, dict[str, str]]) -> 
         in unit["paths"]
     )
     assert "User=artifacts" in unit["paths"] and "WatchdogSec=0" in unit["paths"]
+    assert (
+        "ReadWritePaths=/srv/distsync /var/lib/distsync /srv/myapp /srv/web" in (unit["releases"])
+    )
+    assert 'HealthCheck = ["curl", "-fsS"' in by_formula["releases"]["distsyncd.toml.j2"]
     config = by_formula["s3"]["distsyncd.toml.j2"]
     assert 'SecretKey = "s3cr3t/+="' in config and '"odd name\\"" = "7"' in config
 

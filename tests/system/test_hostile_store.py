@@ -25,10 +25,10 @@ import pytest
 import tomli_w
 from distsync.errors import FormatError, NotAnObjectError, ObjectTooLargeError, StorageError
 from distsync.manifest import MANIFEST
-from distsync.peers import PEER_RECORD
 from distsync.storage import SMALL_OBJECT_LIMIT
 from distsync.storage.local import LocalStore
 from distsync.storage.s3 import S3Store
+from distsync.swarm.peerbook import PEER_RECORD
 from faultproxy import FaultProxy
 from s3server import ACCESS_KEY, SECRET_KEY, Bucket
 

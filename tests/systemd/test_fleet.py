@@ -16,12 +16,14 @@ skipped otherwise, unless DISTSYNC_SYSTEMD_REQUIRED=1 turns the skip into a fail
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import secrets
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -610,3 +612,115 @@ def test_config_change_restarts_the_daemon(deployed: Site) -> None:
     assert after not in (0, before)
     assert container.run("systemctl", "is-active", UNIT).strip() == "active"
     assert deployed.secret not in run.output
+
+
+# -- releases ([[Release]]) under the unit's sandbox; last, since it reconfigures c1 -----------
+
+
+def _webapp(deployed: Site, number: int, healthy: bool) -> Path:
+    path = deployed.fleet.workdir / "uploader-home" / f"webapp-{number}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in (("VERSION", f"{number}\n"), ("health", "ok\n" if healthy else "no\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data.encode()))
+    path.chmod(0o644)
+    return path
+
+
+def test_role_deploys_a_release_and_its_health_check(deployed: Site) -> None:
+    container = deployed.fleet.containers["c1"]
+    webapp = "/srv/webapp"
+    releases = [
+        {
+            "match": "webapp-*.tar.gz",
+            "dir": webapp,
+            "keep": 2,
+            "health_check": ["/bin/sh", "-c", 'test "$(cat health)" = ok'],
+            "health_timeout": 10,
+            "post_activate": [
+                "/bin/sh",
+                "-c",
+                f'echo "$DISTSYNC_VERSION $PWD $DISTSYNC_PREVIOUS_DIR" >> {webapp}/post.log',
+            ],
+        }
+    ]
+    run = deployed.fleet.playbook(
+        deployed.inventory,
+        SITE,
+        "--limit",
+        container.name,
+        "-e",
+        json.dumps({"distsync_daemon_releases": releases}),
+    )
+    assert run.rc == 0 and not run.failed_hosts(), run.output[-6000:]
+    assert "RUNNING HANDLER [distsync.core.daemon : Restart distsync]" in run.output
+    unit = container.path("/etc/systemd/system/distsync.service").read_text()
+    assert f" {webapp}" in next(x for x in unit.splitlines() if x.startswith("ReadWritePaths="))
+    assert (container.path(webapp).stat().st_uid, container.path(webapp).stat().st_gid) == (
+        deployed.uploader
+    )
+
+    def current() -> str | None:
+        try:
+            return os.readlink(container.path(f"{webapp}/current"))
+        except FileNotFoundError:
+            return None
+
+    def releases_json() -> dict[str, Any]:
+        out = container.run(
+            "/opt/distsync/venv/bin/distsync",
+            "releases",
+            "-c",
+            "/etc/distsync/distsyncd.toml",
+            "--json",
+        )
+        return json.loads(out)[0]  # type: ignore[no-any-return]
+
+    def journal() -> str:
+        return container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat", "-n", "60")
+
+    def settled(version: str, healthy: bool) -> bool:
+        """The activation of ``version`` has ended, as the daemon's own state says."""
+        last = releases_json()["last"]
+        return bool(last and last["version"] == version and last["healthy"] is healthy)
+
+    v1 = deployed.upload(_webapp(deployed, 1, healthy=True)).split("\t")[1].split()[1]
+    wait_for("release 1 healthy", lambda: settled(v1, True), 60)
+    assert current() == f"releases/{v1}-webapp-1.tar.gz", journal()
+    post = container.path(f"{webapp}/post.log")
+    wait_for("PostActivate of release 1", post.exists, 30)
+    assert post.read_text().split() == [v1, f"{webapp}/releases/{v1}-webapp-1.tar.gz"]
+
+    v2 = deployed.upload(_webapp(deployed, 2, healthy=False)).split("\t")[1].split()[1]
+    wait_for("release 2 to fail its health check", lambda: settled(v2, False), 90)
+    row = releases_json()
+    assert row["current"] == v1 and current() == f"releases/{v1}-webapp-1.tar.gz"
+    failed = next(r for r in row["releases"] if r["failed"])
+    assert failed["version"] == v2 and "HealthCheck exited 1" in failed["reason"]
+    assert f"webapp-2.tar.gz version {v2} failed: HealthCheck" in journal()
+
+    v3 = deployed.upload(_webapp(deployed, 3, healthy=True)).split("\t")[1].split()[1]
+    wait_for("release 3 healthy", lambda: settled(v3, True), 60)
+    assert current() == f"releases/{v3}-webapp-3.tar.gz", journal()
+    # An operator's rollback, as root, handed to the sandboxed daemon through its request queue.
+    rollback = sh(
+        [
+            "nsenter",
+            "-t",
+            str(container.leader),
+            "-a",
+            "/opt/distsync/venv/bin/distsync",
+            "rollback",
+            "-c",
+            "/etc/distsync/distsyncd.toml",
+            "webapp-3.tar.gz",
+            "--json",
+        ],
+        timeout=120,
+        check=False,
+    )
+    assert rollback.returncode == 0, f"{rollback.stderr}\n{journal()}"
+    assert json.loads(rollback.stdout)[0]["held"] == v1
+    assert current() == f"releases/{v1}-webapp-1.tar.gz"
+    assert container.run("systemctl", "is-active", UNIT).strip() == "active"

@@ -118,6 +118,20 @@ CASES: dict[str, dict[str, Any]] = {
         "distsync_daemon_aws_secret_key": "s3cr3t/+=",
         "distsync_daemon_aws_endpoint": "http://10.0.0.1:9000",
     },
+    "releases": {
+        "distsync_daemon_pins": {"app-3.tar.gz": "3"},
+        "distsync_daemon_releases": [
+            {
+                "match": "app-*.tar.gz",
+                "dir": "/srv/app",
+                "keep": 2,
+                "health_check": ["/usr/bin/curl", "-fsS", 'http://127.0.0.1:8080/"h"'],
+                "health_timeout": 30,
+                "post_activate": ["/bin/systemctl", "reload", "app"],
+            },
+            {"match": "image.tar", "dir": "/srv/image", "unpack": False, "pre_activate": None},
+        ],
+    },
     "swift": {
         "distsync_daemon_storage": "Swift",
         "distsync_daemon_storage_bucket": "distsync-prod",
@@ -125,6 +139,17 @@ CASES: dict[str, dict[str, Any]] = {
         "distsync_daemon_swift_username": "acct:fleet",
         "distsync_daemon_swift_api_key": 'k"ey\\1',
         "distsync_daemon_venv": str(REPO / ".venv"),
+    },
+    "swarm": {
+        "distsync_daemon_torrent": True,
+        "distsync_daemon_storage": "S3+BitTorrent",
+        "distsync_daemon_torrent_port": 7000,
+        "distsync_daemon_torrent_address": "10.1.2.3",
+        "distsync_daemon_torrent_seed_seconds": 120,
+        "distsync_daemon_torrent_s3_readers": 4,
+        "distsync_daemon_torrent_web_seed_delay": 45,
+        "distsync_daemon_torrent_stall_seconds": 90,
+        "distsync_daemon_tracker_url": "http://tracker.example:6969/announce",
     },
     "local": {
         "distsync_daemon_storage": "Local",
@@ -237,6 +262,47 @@ def test_rendered_config_loads_with_the_engine(rendered: dict[str, Path]) -> Non
     assert dict(cfg.pins) == {"app.tar.gz": "41", 'odd name"': "7"}
     assert cfg.aws.region == "eu-west-1" and cfg.aws.secret_key == "s3cr3t/+="
     assert cfg.aws.endpoint == "http://10.0.0.1:9000" and cfg.aws.session_token is None
+
+
+def test_rendered_config_carries_the_torrent_keys_only_for_the_swarm(
+    rendered: dict[str, Path],
+) -> None:
+    cfg = _load(rendered, "swarm")
+    assert cfg.storage == "S3+BitTorrent"
+    assert (cfg.torrent_port, cfg.torrent_address, cfg.tracker_url) == (
+        7000,
+        "10.1.2.3",
+        "http://tracker.example:6969/announce",
+    )
+    assert (cfg.torrent_seed_seconds, cfg.torrent_s3_readers) == (120, 4)
+    assert (cfg.torrent_web_seed_delay, cfg.torrent_stall_seconds) == (45, 90)
+    assert "Torrent" not in (rendered["s3"] / "distsyncd.toml").read_text()
+    defaults = Config(path=Path("x"), secret=b"x" * 32, storage_bucket="b")
+    role = _yaml(ROLE / "defaults" / "main.yml")  # the role's defaults are the engine's
+    assert role["distsync_daemon_torrent_port"] == defaults.torrent_port
+    assert role["distsync_daemon_torrent_seed_seconds"] == defaults.torrent_seed_seconds
+    assert role["distsync_daemon_torrent_s3_readers"] == defaults.torrent_s3_readers
+    assert role["distsync_daemon_torrent_web_seed_delay"] == defaults.torrent_web_seed_delay
+    assert role["distsync_daemon_torrent_stall_seconds"] == defaults.torrent_stall_seconds
+
+
+def test_rendered_config_carries_the_releases(rendered: dict[str, Path]) -> None:
+    app, image = _load(rendered, "releases").releases
+    assert (app.match, str(app.dir), app.keep, app.unpack) == ("app-*.tar.gz", "/srv/app", 2, True)
+    assert app.health_check == ("/usr/bin/curl", "-fsS", 'http://127.0.0.1:8080/"h"')
+    assert (app.health_timeout, app.pre_activate) == (30, ())
+    assert app.post_activate == ("/bin/systemctl", "reload", "app")
+    assert (image.match, str(image.dir), image.keep, image.unpack) == (
+        "image.tar",
+        "/srv/image",
+        5,
+        False,
+    )
+    assert image.health_check == image.pre_activate == image.post_activate == ()
+    assert image.health_timeout == 60
+    unit = (rendered["releases"] / "distsync.service").read_text().splitlines()
+    assert "ReadWritePaths=/srv/distsync /var/lib/distsync /srv/app /srv/image" in unit
+    assert _load(rendered, "defaults").releases == ()
 
 
 def test_rendered_config_for_local_storage_has_no_aws_table(rendered: dict[str, Path]) -> None:

@@ -53,6 +53,8 @@ SETTINGS: dict[str, Any] = {
     "watchdog_sec": "10s",
     "timeout_start_sec": "2min",
     "wheelhouse": "salt://distsync-wheels",
+    # A release directory the unit must be able to write (it does not start otherwise).
+    "releases": [{"match": "site-*.tar.gz", "dir": "/srv/site"}],
 }
 INSTALL = {"s1": "wheelhouse", "s2": "source"}
 
@@ -351,6 +353,8 @@ def test_daemon_active(deployed: SaltSite) -> None:
         config = container.path("/etc/distsync/distsyncd.toml").stat()
         assert oct(config.st_mode & 0o777) == "0o600"
         assert (config.st_uid, config.st_gid) == _distsync_ids(container)
+        release_dir = container.path("/srv/site").stat()
+        assert (release_dir.st_uid, release_dir.st_gid) == _distsync_ids(container)
 
 
 def test_source_payload_is_the_engine_without_caches(deployed: SaltSite) -> None:
@@ -390,6 +394,10 @@ def test_bad_settings_stop_before_any_change(deployed: SaltSite) -> None:
         ({"output_dir": "srv/out"}, "output_dir must be an absolute path, not srv/out"),
         ({"shared_secret": ""}, "set pillar distsync:shared_secret and distsync:storage_bucket"),
         ({"install_source": "git"}, "install_source must be source, pypi or wheelhouse"),
+        (
+            {"releases": [{"match": "x-*", "dir": "rel"}]},
+            "releases: dir must be an absolute path, not rel",
+        ),
         # Rendered, then refused by the installed engine before it replaces the live file.
         ({"poll_interval": 0}, ": PollInterval: "),
     ):

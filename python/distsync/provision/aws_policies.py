@@ -146,9 +146,9 @@ def build_policies(
     ``If-None-Match`` header (the ``s3:if-none-match`` condition key), so the uploader can only
     create log entries, never overwrite them: AWS evaluates that key, but a server that does
     not fill it in refuses *every* log write, so it is off for other endpoints.
-    ``daemon_peer_records`` is the hook for BitTorrent peer discovery (peers.py): it lets the
-    daemon write under ``peers/`` and nowhere else. Records carry an authenticated expiry, so
-    nothing needs to delete them.
+    ``daemon_peer_records`` is the hook for BitTorrent peer discovery (swarm/peerbook.py): it
+    lets the daemon write under ``peers/`` and nowhere else. Records carry an authenticated
+    expiry, so nothing needs to delete them.
     """
     prefix = normalize_prefix(prefix)
     bucket_arn = f"arn:{partition}:s3:::{bucket}"
