@@ -54,9 +54,11 @@ def _to_json(value, **kwargs):
 
 
 def _bool(value):
-    """Ansible's ``bool`` filter: yes/on/true/1 (any case) are true."""
+    """Ansible's ``bool`` filter: yes/on/true/y/t/1 (any case) and the number 1 are true."""
     if isinstance(value, bool) or value is None:
         return bool(value)
+    if isinstance(value, (int, float)):
+        return value == 1
     return str(value).strip().lower() in ("yes", "on", "1", "true", "y", "t")
 
 

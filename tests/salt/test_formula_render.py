@@ -66,6 +66,9 @@ CASES: dict[str, dict[str, Any]] = {
     "releases": {
         "releases": [
             {"match": "myapp-*.tar.gz", "dir": "/srv/myapp"},
+            # Ansible's bool filter on a string and on a number (the renderer has its own).
+            {"match": "a-*", "dir": "/srv/a", "unpack": "no"},
+            {"match": "b-*", "dir": "/srv/b", "unpack": 1},
             {
                 "match": "web-*.tgz",
                 "dir": "/srv/web",
@@ -197,7 +200,8 @@ def test_cases_reach_what_they_change(by_formula: dict[str, dict[str, str]]) -> 
     )
     assert "User=artifacts" in unit["paths"] and "WatchdogSec=0" in unit["paths"]
     assert (
-        "ReadWritePaths=/srv/distsync /var/lib/distsync /srv/myapp /srv/web" in (unit["releases"])
+        "ReadWritePaths=/srv/distsync /var/lib/distsync /srv/myapp /srv/a /srv/b /srv/web"
+        in (unit["releases"])
     )
     assert 'HealthCheck = ["curl", "-fsS"' in by_formula["releases"]["distsyncd.toml.j2"]
     config = by_formula["s3"]["distsyncd.toml.j2"]
