@@ -1,22 +1,23 @@
 #!/usr/bin/env python3
-"""Benchmark distsync's S3 transfers against plain boto3 on the same server, in the same run.
+"""Benchmark distsync's transfers against plain boto3 on the same S3 server, in the same run.
 
-    .venv/bin/python bench/transfer.py --size-mib 1024 [--server ministack|moto] [--repeat 3]
+    .venv/bin/python bench/transfer.py            # 1 GiB, localbucket and ministack, best of 3
 
-Starts an S3 server on loopback (ministack by default; moto in server mode answers every ranged
-GET by copying the whole object under a lock, so at 1 GiB it, not the client, is what gets
-measured), generates a random artifact, then times, each in a fresh subprocess so that its
-peak RSS (ru_maxrss, read with wait4) and CPU time are its own:
+For each server (localbucket: files on /dev/shm; ministack: objects in memory), on loopback,
+with a random artifact on /dev/shm, it times whole processes, so start-up is included and
+each run's peak RSS and CPU time are its own (wait4):
 
-* ``distsync upload`` (encrypt as a stream into a multipart upload, append the manifest)
-  against boto3 ``upload_file`` of the plaintext (default TransferConfig);
-* ``distsync download`` (ranged GETs, verify, decrypt, fsync, rename) against boto3
-  ``download_file`` of the plaintext.
+* ``distsync upload`` (encrypt as a stream into a parallel multipart upload, append the
+  manifest) against boto3 ``upload_file`` of the plaintext (default TransferConfig);
+* ``distsync daemon --once`` with a fresh OutputDir and StateDir (notice the upload, ranged
+  GETs, verify, decrypt, SHA-256, fsync, rename) against boto3 ``download_file``.
 
-It prints throughputs and the ratios ours / baseline (the goal: >= 0.95, RSS <= 150 MiB).
-Runs alternate baseline and ours; best and median of ``--repeat`` runs are shown, with every
-run's time (a busy machine shows up as spread). A benchmark, not a test: it checks only that
-every download is byte-identical to the input.
+Runs alternate baseline and ours; every download is checked byte for byte outside the timing.
+Then the same with the client processes under ``taskset -c 0`` (the server keeps every core).
+The last lines are the summary: ratios ours / boto3 (throughput; best of the runs, the median
+beside it), peak RSS, the goals of issue 13 and the load average. moto is not offered: it
+copies the whole object for every ranged GET, so at 1 GiB it, not the client, is measured.
+A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -25,26 +26,26 @@ import argparse
 import contextlib
 import hashlib
 import http.client
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from benchlib import ONE_CORE, MiB, Row, Run, load, measure, workdir_base, write_random
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 sys.path.insert(0, str(REPO / "tests" / "system"))
 
-from s3server import ACCESS_KEY, SECRET_KEY, MotoServer, free_port, s3_client  # noqa: E402
+from s3server import ACCESS_KEY, SECRET_KEY, free_port, s3_client  # noqa: E402
 
-MiB = 1 << 20
 BUCKET = "distsync-bench"
+GOALS = {"upload": 1.0, "download": 0.9}
+RSS_GOAL = 150.0
 
 BOTO_CHILD = """\
 import sys, boto3
@@ -59,45 +60,25 @@ else:
 """
 
 
-@dataclass
-class Run:
-    seconds: float
-    cpu_seconds: float  # user + system, all threads: less sensitive to a busy machine
-    rss_mib: float
+class Server:
+    """An S3 server process on a free loopback port; ``command`` gets the port."""
 
-
-def measure(argv: list[str], env: dict[str, str], log: Path) -> Run:
-    """Wall time and peak RSS of one child process (its own, via wait4)."""
-    with open(log, "wb") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(argv[:4])} failed:\n{log.read_text(errors='replace')}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return Run(elapsed, cpu, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
-
-
-class Ministack:
-    """``ministack`` on a free loopback port, objects in memory (S3_PERSIST unset)."""
-
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / "ministack.log", "wb")  # noqa: SIM115 - closed in stop()
-        env = dict(
-            os.environ,
-            BIND_HOST="127.0.0.1",
-            GATEWAY_PORT=str(self.port),
-            S3_DATA_DIR=str(workdir / "ministack-data"),
-            LOG_LEVEL="WARNING",
-        )
-        exe = Path(sys.executable).with_name("ministack")
-        self.process = subprocess.Popen(
-            [str(exe)], env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        data = workdir / f"{name}-data"
+        data.mkdir()
+        exe = Path(sys.executable).with_name(name)
+        env = dict(os.environ)
+        if name == "localbucket":
+            argv = [str(exe), "--host", "127.0.0.1", "--port", str(self.port), str(data)]
+        else:
+            argv = [str(exe)]
+            env.update(BIND_HOST="127.0.0.1", GATEWAY_PORT=str(self.port), LOG_LEVEL="WARNING")
+            env.update(S3_DATA_DIR=str(data))
+        self.log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, http.client.HTTPException):
@@ -106,9 +87,11 @@ class Ministack:
                 conn.getresponse().read()
                 conn.close()
                 return
+            if self.process.poll() is not None:
+                break
             time.sleep(0.1)
         self.stop()
-        raise SystemExit("ministack did not start")
+        raise SystemExit(f"{name} did not start: see {workdir / f'{name}.log'}")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -121,41 +104,26 @@ class Ministack:
 
 
 @contextlib.contextmanager
-def server(kind: str, workdir: Path) -> Iterator[str]:
-    if kind == "moto":
-        with MotoServer(workdir) as moto:
-            yield moto.endpoint
-    else:
-        stack = Ministack(workdir)
-        try:
-            yield stack.endpoint
-        finally:
-            stack.stop()
+def server(name: str, workdir: Path) -> Iterator[Server]:
+    running = Server(name, workdir)
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
-def write_configs(workdir: Path, endpoint: str) -> Path:
+def write_config(workdir: Path, endpoint: str) -> Path:
     from distsync.crypto.secret import generate_secret
 
     path = workdir / "distsync.toml"
     path.write_text(
         f'SharedSecret = "{generate_secret()}"\nStorageBucket = "{BUCKET}"\nStorage = "S3"\n'
+        f'OutputDir = "{workdir / "installed"}"\nStateDir = "{workdir / "state"}"\n'
         f'[AwsCreds]\nAccessKey = "{ACCESS_KEY}"\nSecretKey = "{SECRET_KEY}"\n'
         f'Endpoint = "{endpoint}"\n'
     )
     path.chmod(0o600)
     return path
-
-
-def make_artifact(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    block = os.urandom(16 * MiB)
-    with open(path, "wb") as out:
-        for n in range(0, size, len(block)):
-            # Cheap distinct blocks: a counter folded into random bytes defeats any dedup.
-            piece = n.to_bytes(8, "big") + block[8 : min(len(block), size - n)]
-            digest.update(piece)
-            out.write(piece)
-    return digest.hexdigest()
 
 
 def sha256_of(path: Path) -> str:
@@ -169,55 +137,14 @@ def sha256_of(path: Path) -> str:
 def empty_bucket(client: object) -> None:
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)  # type: ignore[attr-defined]
     for page in pages:
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
-        if keys:
-            client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})  # type: ignore[attr-defined]
+        for item in page.get("Contents", ()):
+            client.delete_object(Bucket=BUCKET, Key=item["Key"])  # type: ignore[attr-defined]
 
 
 def one_round(
-    endpoint: str, config: Path, source: Path, expected: str, env: dict[str, str], workdir: Path
+    endpoint: str, config: Path, source: Path, expected: str, workdir: Path, prefix: list[str]
 ) -> dict[str, Run]:
-    """Baseline and ours, alternating, each checked byte for byte (outside the timing)."""
-    py = sys.executable
-    boto = [py, "-c", BOTO_CHILD, "%s", endpoint, BUCKET, "plain"]
-    ours = [py, "-m", "distsync", "%s", "-c", str(config)]
-    log = workdir / "child.log"
-    plain_copy = workdir / "boto-download.bin"
-    ours_dir = workdir / "ours"
-    ours_dir.mkdir(exist_ok=True)
-
-    def argv(template: list[str], op: str, *extra: str) -> list[str]:
-        return [op if part == "%s" else part for part in template] + list(extra)
-
-    runs = {
-        "boto_up": measure(argv(boto, "upload", str(source)), env, log),
-        "ours_up": measure(argv(ours, "upload", str(source)), env, log),
-        "boto_down": measure(argv(boto, "download", str(plain_copy)), env, log),
-    }
-    if sha256_of(plain_copy) != expected:
-        raise SystemExit("boto3 download differs from the input")
-    plain_copy.unlink()
-    runs["ours_down"] = measure(argv(ours, "download", source.name, "-o", str(ours_dir)), env, log)
-    if sha256_of(ours_dir / source.name) != expected:
-        raise SystemExit("distsync download differs from the input")
-    (ours_dir / source.name).unlink()
-    return runs
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--server", choices=("ministack", "moto"), default="ministack")
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument(
-        "--workdir",
-        help="where the artifact and downloads go (default: a temp dir on /dev/shm if present)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    args = parser.parse_args()
-
-    base = args.workdir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
-    workdir = Path(tempfile.mkdtemp(prefix="distsync-bench-", dir=base))
+    """Baseline and ours, alternating, each download checked byte for byte (not timed)."""
     env = dict(
         os.environ,
         AWS_ACCESS_KEY_ID=ACCESS_KEY,
@@ -226,77 +153,133 @@ def main() -> None:
         PYTHONPATH=str(REPO / "python"),
         HOME=str(workdir),
     )
-    results: dict[str, list[Run]] = {}
+    boto = [*prefix, sys.executable, "-c", BOTO_CHILD]
+    ours = [*prefix, sys.executable, "-m", "distsync"]
+    log = workdir / "child.log"
+    plain_copy = workdir / "boto-download.bin"
+    installed = workdir / "installed"
+    for fresh in (installed, workdir / "state"):
+        shutil.rmtree(fresh, ignore_errors=True)
+    installed.mkdir()
+    runs = {
+        "boto_up": measure([*boto, "upload", endpoint, BUCKET, "plain", str(source)], log, env),
+        "ours_up": measure([*ours, "upload", "-c", str(config), str(source)], log, env),
+        "boto_down": measure(
+            [*boto, "download", endpoint, BUCKET, "plain", str(plain_copy)], log, env
+        ),
+    }
+    if sha256_of(plain_copy) != expected:
+        raise SystemExit("boto3 download differs from the input")
+    plain_copy.unlink()
+    runs["ours_down"] = measure([*ours, "daemon", "-c", str(config), "--once"], log, env)
+    if sha256_of(installed / source.name) != expected:
+        raise SystemExit("distsync daemon --once installed something else than the input")
+    shutil.rmtree(installed)
+    return runs
+
+
+LABELS = {
+    "boto_up": "boto3 upload_file",
+    "ours_up": "distsync upload",
+    "boto_down": "boto3 download_file",
+    "ours_down": "distsync daemon --once",
+}
+
+
+def measure_server(
+    name: str, args: argparse.Namespace, workdir: Path, source: Path, expected: str
+) -> dict[str, dict[str, Row]]:
+    passes = {"all": [], "one": ONE_CORE} if args.one_core else {"all": []}
+    results: dict[str, dict[str, Row]] = {}
+    with server(name, workdir) as running:
+        client = s3_client(running.endpoint)
+        client.create_bucket(Bucket=BUCKET)
+        config = write_config(workdir, running.endpoint)
+        for cores, prefix in passes.items():
+            runs: dict[str, list[Run]] = {key: [] for key in LABELS}
+            before = load()
+            for _ in range(args.repeat):
+                empty_bucket(client)  # ministack holds objects in memory
+                done = one_round(running.endpoint, config, source, expected, workdir, prefix)
+                for key, run in done.items():
+                    runs[key].append(run)
+            after = load()
+            results[cores] = {key: Row(LABELS[key], runs[key], before, after) for key in LABELS}
+            report(f"{name}, {cores_label(cores)}", args.size_mib * MiB, results[cores])
+        empty_bucket(client)
+    return results
+
+
+def cores_label(cores: str) -> str:
+    return f"all {os.cpu_count()} cores" if cores == "all" else "clients on one core (taskset -c 0)"
+
+
+def ratios(rows: dict[str, Row]) -> tuple[float, float, float, float]:
+    """(upload best, upload median, download best, download median): ours / boto3 speed."""
+    up = rows["boto_up"].best.seconds / rows["ours_up"].best.seconds
+    down = rows["boto_down"].best.seconds / rows["ours_down"].best.seconds
+    up_median = rows["boto_up"].median_seconds / rows["ours_up"].median_seconds
+    down_median = rows["boto_down"].median_seconds / rows["ours_down"].median_seconds
+    return up, up_median, down, down_median
+
+
+def report(title: str, size: int, rows: dict[str, Row]) -> None:
+    first = next(iter(rows.values()))
+    print(f"\n{title} ({first.load_before} → {first.load_after}):\n")
+    print("| run | best s | MiB/s | median s | CPU s | peak RSS MiB | all runs (s)")
+    print("|---|---:|---:|---:|---:|---:|---")
+    for row in rows.values():
+        every = " ".join(f"{r.seconds:.2f}" for r in row.runs)
+        print(
+            f"| {row.label} | {row.best.seconds:.2f} | {size / MiB / row.best.seconds:.1f} "
+            f"| {row.median_seconds:.2f} | {row.best.cpu_seconds:.2f} | {row.peak_rss:.1f} "
+            f"| {every}",
+            flush=True,
+        )
+    up, up_median, down, down_median = ratios(rows)
+    print(f"\nupload / boto3 {up:.2f} (median {up_median:.2f}); "
+          f"daemon --once / boto3 {down:.2f} (median {down_median:.2f})")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--servers", default="localbucket,ministack")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-one-core", dest="one_core", action="store_false",
+                        help="skip the pass with the clients under taskset -c 0")  # fmt: skip
+    parser.add_argument("--workdir", help="artifact, downloads, server data (default /dev/shm)")
+    args = parser.parse_args()
+
+    print(
+        f"# bench/transfer.py {time.strftime('%Y-%m-%d %H:%M')}: {os.cpu_count()} CPUs, "
+        f"{args.size_mib} MiB, best of {args.repeat}; {load()}"
+    )
+    results: dict[str, dict[str, dict[str, Row]]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="distsync-bench-", dir=workdir_base(args.workdir)))
     try:
         source = workdir / "artifact.bin"
-        expected = make_artifact(source, args.size_mib * MiB)
-        with server(args.server, workdir) as endpoint:
-            client = s3_client(endpoint)
-            client.create_bucket(Bucket=BUCKET)
-            config = write_configs(workdir, endpoint)
-            for _ in range(args.repeat):
-                empty_bucket(client)  # the server holds objects in memory
-                for key, run in one_round(endpoint, config, source, expected, env, workdir).items():
-                    results.setdefault(key, []).append(run)
-            empty_bucket(client)
+        write_random(source, args.size_mib * MiB)
+        expected = sha256_of(source)
+        for name in args.servers.split(","):
+            results[name] = measure_server(name, args, workdir, source, expected)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report(args, args.size_mib * MiB, results)
 
-
-def report(args: argparse.Namespace, size: int, results: dict[str, list[Run]]) -> None:
-    best = {key: min(runs, key=lambda r: r.seconds) for key, runs in results.items()}
-    median = {key: statistics.median(r.seconds for r in runs) for key, runs in results.items()}
-    peak = {key: max(r.rss_mib for r in runs) for key, runs in results.items()}
-
-    def mibps(key: str, seconds: dict[str, float] | None = None) -> float:
-        return size / MiB / (seconds or {k: r.seconds for k, r in best.items()})[key]
-
+    print(f"\n== summary: {args.size_mib} MiB, best of {args.repeat} (median), ours / boto3 ==")
+    for name, passes in results.items():
+        for cores, rows in passes.items():
+            up, up_median, down, down_median = ratios(rows)
+            where = f"{name}, {'all cores' if cores == 'all' else 'one core'}"
+            print(
+                f"{where:24} upload {up:.2f} ({up_median:.2f})  daemon --once {down:.2f} "
+                f"({down_median:.2f})  peak RSS up {rows['ours_up'].peak_rss:.0f} / down "
+                f"{rows['ours_down'].peak_rss:.0f} MiB"
+            )
     print(
-        f"{args.size_mib} MiB artifact, server {args.server}, {args.repeat} run(s) each "
-        "(a fresh process per run, start-up included)"
+        f"goals: upload >= {GOALS['upload']:.2f}, daemon --once >= {GOALS['download']:.2f}, "
+        f"peak RSS <= {RSS_GOAL:.0f} MiB ({load()} at the end)"
     )
-    print(
-        f"{'':22} {'best s':>7} {'MiB/s':>7} {'median s':>9} {'CPU s':>6} {'peak RSS MiB':>13}"
-        "  all runs (s)"
-    )
-    labels = {
-        "boto_up": "boto3 upload_file",
-        "ours_up": "distsync upload",
-        "boto_down": "boto3 download_file",
-        "ours_down": "distsync download",
-    }
-    for key, label in labels.items():
-        runs = " ".join(f"{r.seconds:.2f}" for r in results[key])
-        print(
-            f"{label:22} {best[key].seconds:7.2f} {mibps(key):7.1f} {median[key]:9.2f} "
-            f"{best[key].cpu_seconds:6.2f} {peak[key]:13.1f}  {runs}"
-        )
-    up = mibps("ours_up") / mibps("boto_up")
-    down = mibps("ours_down") / mibps("boto_down")
-    up_median = median["boto_up"] / median["ours_up"]
-    down_median = median["boto_down"] / median["ours_down"]
-    print(f"ratio upload   (ours / boto3): {up:.2f} best, {up_median:.2f} median")
-    print(f"ratio download (ours / boto3): {down:.2f} best, {down_median:.2f} median")
-    if args.json:
-        rows = {
-            key: {
-                "seconds": [r.seconds for r in results[key]],
-                "cpu_seconds": [r.cpu_seconds for r in results[key]],
-                "peak_rss_mib": peak[key],
-            }
-            for key in labels
-        }
-        summary = {
-            "size_mib": args.size_mib,
-            "server": args.server,
-            "runs": rows,
-            "ratio_upload_best": up,
-            "ratio_download_best": down,
-            "ratio_upload_median": up_median,
-            "ratio_download_median": down_median,
-        }
-        print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -255,7 +255,7 @@ def run(root: Path) -> None:
         if leaked:
             raise DemoError(f"the name {ARTIFACT!r} appears in the bucket")
         print(f"  6. the bucket holds {len(keys)} objects (change marker, encrypted manifest log,")
-        print("     encrypted content under a random id):")
+        print("     encrypted content under a random id, the sealed store record):")
         for line in keys:
             print(line)
         print(f"     ({ARTIFACT!r} appears in no key and in no object's bytes)")

@@ -21,6 +21,10 @@ description:
   - Idempotent - when both configs already exist and match what is asked (and for S3 the
     bucket and users carry the expected policies), nothing changes. Configs are never
     replaced unless O(force=true), which also rotates the shared secret.
+  - The store gets a store record sealed with the new secret, so that a config with another
+    secret is told so. A directory or bucket that already holds a store (for example after
+    O(state=absent), which keeps the store's contents) is only set up again with
+    O(force=true).
   - With O(state=absent), removes the configs, and for S3 the setup's users, access keys and
     policies (and with O(delete_bucket=true) the bucket and every object version in it).
   - See the collection's C(docs/setup-s3.md) for the exact IAM policies, and
@@ -113,8 +117,9 @@ options:
     default: ~/.distsyncd
   force:
     description:
-      - Replace existing configuration files. Generates a new shared secret, so the result is
-        never idempotent; existing artifacts become unreadable to the new configs.
+      - Replace existing configuration files, and an existing store at the same place.
+        Generates a new shared secret, so the result is never idempotent; existing artifacts
+        become unreadable to the new configs, and configs of the old store stop working.
     type: bool
     default: false
   delete_bucket:

@@ -150,20 +150,31 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from distsync.upload import upload_file
+    from distsync.upload import check_source, upload_if_changed
 
     cfg = _config(args)
-    catalog = Catalog.open(cfg)
-    store = catalog.store
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
-    for name in args.files:
-        path = Path(name)
-        progress = Progress(f"upload {path.name}", _input_size(name))
-        version = upload_file(cfg, store, catalog, path, name=args.name, progress=progress)
+    # Every file is checked before anything is written: no half-done batch.
+    named = [(Path(name), check_source(Path(name), args.name)) for name in args.files]
+    catalog = Catalog.open(cfg)
+    for path, name in named:
+        progress = Progress(f"upload {name}", _input_size(str(path)))
+        outcome = upload_if_changed(
+            cfg, catalog.store, catalog, path, name=name, force=args.force, progress=progress
+        )
         progress.close()
-        m = version.manifest
-        print(f"{m.name}\tversion {version.version_id}\t{m.size} bytes\tsha256 {m.sha256}")
+        facts = outcome.after
+        if not outcome.changed:
+            print(
+                f"distsync: {name} is unchanged: version {facts['version']} has the same "
+                "content; not uploaded (--force uploads it anyway)",
+                file=sys.stderr,
+            )
+        print(
+            f"{facts['name']}\tversion {facts['version']}\t{facts['size']} bytes"
+            f"\tsha256 {facts['sha256']}"
+        )
     return 0
 
 
@@ -437,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(upload)
     upload.add_argument("files", nargs="+", metavar="FILE")
     upload.add_argument("--name", help="artifact name (default: the file's base name)")
+    upload.add_argument(
+        "--force",
+        action="store_true",
+        help="upload even when the newest version of the name has the same content",
+    )
     upload.set_defaults(handler=cmd_upload)
 
     lst = sub.add_parser("list", help="list artifacts and versions, newest first")

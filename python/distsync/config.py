@@ -69,6 +69,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "Uploader": (str,),
     "Pin": (dict,),
     "Release": (list,),
+    "ModeMask": (int,),
     "TorrentPort": (int,),
     "TorrentAddress": (str,),
     "TorrentSeedSeconds": (int, float),
@@ -155,6 +156,8 @@ class Config:
     chunk_size: int = 1 << 20
     uploader: str = field(default_factory=socket.gethostname)
     pins: Mapping[str, str] = field(default_factory=dict)
+    # The daemon installs each artifact with its uploaded mode & mode_mask.
+    mode_mask: int = 0o777
     # Storage = "S3+BitTorrent" (docs/bittorrent.md).
     torrent_port: int = 6881
     torrent_address: str | None = None
@@ -287,12 +290,23 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
     if "OnUpdate" in raw:
         values["on_update"] = _command(path, raw["OnUpdate"])
     if raw.get("Uploader"):
-        values["uploader"] = raw["Uploader"]
+        uploader = raw["Uploader"]
+        if len(uploader.encode()) > 255 or any(
+            ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in uploader
+        ):
+            raise fail("Uploader", "must be at most 255 bytes, with no control characters")
+        values["uploader"] = uploader
     if "Pin" in raw:
         for name, version in raw["Pin"].items():
-            if not isinstance(version, str) or not version.isdigit():
+            if not (isinstance(version, str) and version.isascii() and version.isdigit()):
                 raise fail(f"Pin.{name}", 'must be a version id from `distsync list`, e.g. "42"')
-        values["pins"] = dict(raw["Pin"])
+            if len(version) > 20:
+                raise fail(f"Pin.{name}", "is longer than any version id (20 digits at most)")
+        values["pins"] = {name: str(int(version)) for name, version in raw["Pin"].items()}
+    if "ModeMask" in raw:
+        if not 0 <= raw["ModeMask"] <= 0o7777:
+            raise fail("ModeMask", "must be a file mode mask from 0 to 0o7777, e.g. 0o777")
+        values["mode_mask"] = raw["ModeMask"]
     values.update(_torrent(path, raw))
     if "Release" in raw:
         values["releases"] = parse_releases(path, raw["Release"])

@@ -4,28 +4,21 @@ One cycle: a cheap conditional check of the marker; if it changed (or a retry, p
 file needs it), list the log after the last sequence number seen, verify the new manifests,
 let ``plan_installs`` decide, and install. State is saved after every install, so a restart
 never downloads twice and never goes back to an older version.
-
-Threads: the main thread handles signals, feeds systemd's watchdog and owns the rest. Each
-cycle runs on an owned worker thread, which is cancelled (the stop event) and joined before
-the swarm is closed and the state lock released; every store call goes through an
-``InterruptibleStore``, so that join takes well under a second even while the store hangs.
-The watchdog is fed only while the work moves (``Heartbeat``), not merely while the worker
-is alive. With ``Storage = "S3+BitTorrent"`` the swarm lives as long as ``run`` and may wake
-the main thread early when a peer has news.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import math
+import os
 import random
 import signal
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -34,16 +27,30 @@ from typing import cast
 from distsync import sdnotify
 from distsync.catalog import Catalog, Rejected
 from distsync.config import Config
-from distsync.errors import DistsyncError, IntegrityError, LocalIOError, NotFoundError
+from distsync.errors import (
+    DistsyncError,
+    IntegrityError,
+    LocalIOError,
+    NotFoundError,
+    StorageError,
+)
 from distsync.fsutil import local_io_error
 from distsync.heartbeat import Heartbeat
 from distsync.hooks import run_hook
 from distsync.layout import Layout
-from distsync.manifest import Version
+from distsync.manifest import Manifest, Version
 from distsync.release.manager import Releases
 from distsync.release.state import ActivationOutcome
-from distsync.state import DaemonState, Installed, StateFile, plan_installs
+from distsync.state import (
+    DaemonState,
+    Installed,
+    StateFile,
+    legacy_state_file_names,
+    plan_installs,
+    state_file_name,
+)
 from distsync.storage.base import Presigner, Store
+from distsync.store_record import read_store_record, verify_store
 from distsync.swarm.session import Swarm, open_swarm
 from distsync.swarm.settings import TorrentSettings
 from distsync.threads import InterruptibleStore, OwnedThread
@@ -64,6 +71,8 @@ _FAREWELL = 2.0
 # The main thread's longest wait. A signal may be delivered to any thread; its Python handler
 # runs only once the main thread wakes, so this bounds how late a stop request is seen.
 _WAKE_EVERY = 0.1
+# Rejected log entries read again per cycle, at most: junk in the log costs bounded work.
+_RETRIES_PER_CYCLE = 32
 
 
 @dataclass
@@ -86,9 +95,16 @@ class Daemon:
         self.store = InterruptibleStore(store, self._store_calls_end, on_answer=self._moved)
         self.output_dir = cfg.require_output_dir()
         self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret)
-        ident = hashlib.sha256(f"{cfg.storage}\0{cfg.storage_bucket}\0{cfg.prefix}".encode())
-        self.state_file = StateFile(cfg.daemon_state_dir() / f"state-{ident.hexdigest()[:16]}.json")
+        where = (cfg.storage, cfg.storage_bucket, cfg.prefix)
+        state_dir = cfg.daemon_state_dir()
+        self.state_file = StateFile(
+            state_dir / state_file_name(*where),
+            [state_dir / name for name in legacy_state_file_names(*where)],
+        )
         self._polls = 0
+        self._store_checked = False  # the store record was read (or found absent) once
+        self._said: set[str] = set()  # lines about pins, logged once per process
+        self._unsatisfiable_pins: set[str] = set()  # pins no version can satisfy
         self._abandoned = False  # a worker outlived the stop grace: keep what it may use
         self.swarm: Swarm | None = None  # Storage = "S3+BitTorrent", while run() runs
         # [[Release]] names take the release path; the rest go to OutputDir.
@@ -121,6 +137,7 @@ class Daemon:
             self.swarm.maintain()  # peer record, seeding windows
         self._releases_local(report)
         state = self.state_file.load()
+        now = time.time()
         try:
             tag = self.store.changed(self.catalog.layout.marker, state.marker_tag)
         except DistsyncError as exc:
@@ -130,28 +147,59 @@ class Daemon:
         lost = self._forget_missing_files(state)
         full_list = self._polls % _FULL_LIST_EVERY == 0
         self._polls += 1
-        wanted = state.retry or state.behind(self.pins) or self.releases.needs_store()
-        if tag is None and not (full_list or lost or wanted):
+        idle = not (
+            full_list
+            or lost
+            or state.retry
+            or state.behind(self._pins(), now)
+            or state.due_rejections(now, 1)
+            or self.releases.needs_store()
+        )
+        if tag is None and idle:
             return report
         listed_from = state.last_seq
         try:
-            found, last_seq = self._collect(state, lost)
+            self._follow_store(state)
+            found = self._collect(state, lost, now)
+        except IntegrityError as exc:
+            if not self._store_checked:
+                raise  # a config whose secret is not the store's: exit 3 at once
+            log.error("%s", exc)
+            report.failed.append(str(exc))
+            return report
         except DistsyncError as exc:
             log.warning("cannot list new artifacts: %s", exc)
             report.failed.append(str(exc))
             return report
         plain = [v for v in found if not self.releases.claims(v.manifest.name)]
-        for version in plan_installs(state, plain, self.pins):
-            if self.stop.is_set():
+        tried: set[int] = set()
+        # A version rejected now is passed over by the next plan: another round installs what
+        # takes its place (the older genuine version of a deleted file).
+        while not self.stop.is_set():
+            plan = [v for v in plan_installs(state, plain, self.pins, now) if v.seq not in tried]
+            if not plan:
                 break
-            self._install(state, version, report)
-            self.state_file.save(state)
+            for version in plan:
+                if self.stop.is_set():
+                    break
+                tried.add(version.seq)
+                self._install(state, version, report, now)
+                self.state_file.save(state)
         self._releases_from_store(found, report, whole_log=listed_from == 0)
-        state.last_seq = max(state.last_seq, last_seq)
         if tag is not None:
             state.marker_tag = tag
         self.state_file.save(state)
         return report
+
+    def _pins(self) -> Mapping[str, str]:
+        """The pins some version may still satisfy (the others were reported once)."""
+        pins = self.pins
+        return {name: pin for name, pin in pins.items() if name not in self._unsatisfiable_pins}
+
+    def _say_once(self, line: str, level: int = logging.WARNING) -> None:
+        if line not in self._said:
+            self._said.add(line)
+            log.log(level, "%s", line)
 
     def _forget_missing_files(self, state: DaemonState) -> dict[str, int]:
         """Names recorded as installed whose file has gone: name -> the version it had.
@@ -164,66 +212,257 @@ class Daemon:
             lost[name] = state.installed.pop(name).version
         return lost
 
-    def _collect(self, state: DaemonState, lost: dict[str, int]) -> tuple[list[Version], int]:
-        """New log entries, plus the versions that retries, pins and held-back names need."""
+    def _follow_store(self, state: DaemonState) -> None:
+        """Check the store record and bind the state to the store it names.
+
+        Until it has been read once, a record this secret does not open is fatal (the
+        IntegrityError reaches the CLI: exit 3); later it fails the cycle, and the daemon
+        keeps what it has.
+        """
+        layout, secret = self.catalog.layout, self.cfg.secret
+        if not self._store_checked:
+            record = verify_store(self.store, layout, secret)
+        else:
+            try:
+                record = read_store_record(self.store, layout, secret)
+            except StorageError as exc:
+                # Nothing to follow this time; the log itself is still authenticated.
+                log.warning("cannot read the store record: %s", exc)
+                return
+        self._store_checked = True
+        if record is None:
+            if state.store_id is not None:
+                self._say_once(
+                    f"{self.store.description} no longer has its store record "
+                    f"(store {state.store_id}); carrying on with what this daemon knows"
+                )
+            return
+        if state.store_id is not None and state.store_id != record.store_id:
+            log.warning(
+                "%s is a new store (id %s, was %s): following its log from the start",
+                self.store.description,
+                record.store_id,
+                state.store_id,
+            )
+        elif state.store_id is None and (state.last_seq or state.installed):
+            log.warning(
+                "%s now has a store record (id %s): following its log from the start",
+                self.store.description,
+                record.store_id,
+            )
+        state.follow_store(record.store_id)
+
+    def _collect(self, state: DaemonState, lost: dict[str, int], now: float) -> list[Version]:
+        """New log entries, rejected ones due again, and the versions that retries, pins and
+        held-back names need."""
         found: list[Version] = []
-        last_seq = state.last_seq
-        for entry in self.catalog.entries_after(state.last_seq):
-            last_seq = max(last_seq, entry.seq)
-            if isinstance(entry, Rejected):
-                log.warning("ignoring log entry %d: %s", entry.seq, entry.reason)
-            else:
-                found.append(entry)
+        handled: set[int] = set()
+        retries = _RETRIES_PER_CYCLE  # rejected entries read again, at most, this cycle
+        for seq in self.catalog.log_seqs_after(state.last_seq):
+            if seq in state.rejected:
+                if retries <= 0 or not state.due(seq, now):
+                    continue
+                retries -= 1
+            handled.add(seq)
+            self._take(state, seq, self.catalog.read_entry(seq), found, now)
+        # The others due: before the cursor (a later genuine entry moved it past them), or
+        # gone from the listing.
+        for seq in state.due_rejections(now, _RETRIES_PER_CYCLE):
+            if seq not in handled and retries > 0:
+                retries -= 1
+                self._take(state, seq, self.catalog.read_entry(seq), found, now)
+        # Only genuine entries move the cursor: junk (or a gap) after the last genuine entry
+        # is listed again next time, so a genuine entry that later takes a lower number than
+        # the junk (once it is removed) is still seen.
+        state.last_seq = max([state.last_seq, *(version.seq for version in found)])
         state.note_found(v for v in found if not self.releases.claims(v.manifest.name))
-        extra = set(state.retry.values()) | set(state.behind(self.pins).values())
-        extra |= set(lost.values())
-        for seq in sorted(extra - {v.seq for v in found}):
+        state.forget_superseded_rejections(self.pins)
+        wanted: dict[int, set[str]] = {}
+        for source in (state.retry, state.behind(self._pins(), now), lost):
+            for name, seq in source.items():
+                wanted.setdefault(seq, set()).add(name)
+        only_pinned = set(wanted) - set(state.retry.values()) - set(lost.values())
+        only_pinned -= set(state.newest.values())
+        for seq in sorted(set(wanted) - {v.seq for v in found}):
             try:
                 found.append(self.catalog.read(seq))
             except NotFoundError:
-                log.warning("version %d is no longer in the store", seq)
-                state.rejected.append(seq)
+                self._missing(state, seq, wanted[seq], seq in only_pinned, now)
             except IntegrityError as exc:
-                log.warning("ignoring log entry %d: %s", seq, exc)
-                state.rejected.append(seq)
-        return found, last_seq
+                self._take(state, seq, Rejected(seq, "", str(exc)), found, now)
+        self._check_pins(state, found)
+        return found
 
-    def _install(self, state: DaemonState, version: Version, report: CycleReport) -> None:
+    def _take(
+        self,
+        state: DaemonState,
+        seq: int,
+        entry: Version | Rejected | None,
+        found: list[Version],
+        now: float,
+    ) -> None:
+        """Account for one log entry read: found, rejected (again), or gone."""
+        previous = state.rejected.get(seq)
+        if entry is None:
+            if previous is not None and previous.name is None:
+                del state.rejected[seq]
+                log.info("log entry %d, which failed verification, is gone", seq)
+            return
+        if isinstance(entry, Rejected):
+            rejection = state.reject(seq, None, now, self.cfg.poll_interval)
+            if previous is None:
+                log.warning("ignoring log entry %d: %s", seq, entry.reason)
+            else:
+                log.debug(
+                    "log entry %d still fails verification (%d tries)", seq, rejection.attempts
+                )
+            return
+        if previous is not None and previous.name is None:
+            del state.rejected[seq]
+            log.warning(
+                "log entry %d verifies now (%s version %s), after %d failed tries",
+                seq,
+                entry.manifest.name,
+                entry.version_id,
+                previous.attempts,
+            )
+        found.append(entry)
+
+    def _missing(
+        self, state: DaemonState, seq: int, names: set[str], only_pinned: bool, now: float
+    ) -> None:
+        """A version wanted by name whose log entry is not in the store."""
+        for name in sorted(names):
+            if only_pinned:
+                # Log entries are never deleted: a number the log lacks never was a version.
+                self._unsatisfiable_pins.add(name)
+                self._say_once(
+                    f"pin {name} = {seq}: the store has no version {seq} (it never existed); "
+                    f"{name} stays as it is"
+                )
+                continue
+            state.reject(seq, name, now, self.cfg.poll_interval)
+            self._say_once(f"{name} version {seq} is no longer in the store")
+
+    def _check_pins(self, state: DaemonState, found: list[Version]) -> None:
+        """One line for each pin that names another artifact's version, and for each newer
+        version a pin holds back."""
+        for version in found:
+            for name, pin in self.pins.items():
+                if version.version_id == pin and version.manifest.name != name:
+                    self._unsatisfiable_pins.add(name)
+                    self._say_once(
+                        f"pin {name} = {pin}: version {pin} is {version.manifest.name!r}, "
+                        f"not {name!r}; {name} stays as it is"
+                    )
+        for name, pin in self.pins.items():
+            newest = state.newest.get(name, 0)
+            if newest > int(pin):
+                self._say_once(
+                    f"{name} version {newest} is held back by the pin to version {pin}",
+                    logging.INFO,
+                )
+
+    def _already_installed(self, state: DaemonState, manifest: Manifest, mode: int) -> bool:
+        """The content (same SHA-256) is installed already and still there, as it was put."""
+        current = state.installed.get(manifest.name)
+        if current is None or (current.sha256, current.size) != (manifest.sha256, manifest.size):
+            return False
+        try:
+            st = os.stat(self.output_dir / manifest.name, follow_symlinks=False)
+        except OSError:
+            return False
+        return (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == manifest.size
+            and stat.S_IMODE(st.st_mode) == mode
+        )
+
+    def _install(
+        self, state: DaemonState, version: Version, report: CycleReport, now: float
+    ) -> None:
         manifest = version.manifest
-        dest = self.output_dir / manifest.name
+        name, seq = manifest.name, version.seq
+        dest = self.output_dir / name
+        if self._already_installed(state, manifest, manifest.mode & self.cfg.mode_mask):
+            # A re-upload of the same content (a CI retry): no fetch, no hook.
+            state.installed[name] = Installed(seq, manifest.sha256, manifest.size)
+            state.retry.pop(name, None)
+            state.rejected.pop(seq, None)
+            log.info(
+                "%s version %s has the content already installed (sha256 %s); recorded it, "
+                "fetched nothing",
+                name,
+                version.version_id,
+                manifest.sha256,
+            )
+            return
         try:
             fetch = self.swarm.fetch if self.swarm is not None else fetch_version
             result = fetch(
-                self.store, self.cfg.secret, version, dest,
-                progress=self._moved, should_stop=self.stop.is_set,
-            )  # fmt: skip
+                self.store,
+                self.cfg.secret,
+                version,
+                dest,
+                progress=self._moved,
+                should_stop=self.stop.is_set,
+                mode_mask=self.cfg.mode_mask,
+            )
         except Interrupted:
-            log.info("stopped while installing %s version %s", manifest.name, version.version_id)
-            state.retry[manifest.name] = version.seq
+            log.info("stopped while installing %s version %s", name, version.version_id)
+            state.retry[name] = seq
             return
-        except IntegrityError as exc:
-            log.error("rejected %s version %s: %s", manifest.name, version.version_id, exc)
-            state.retry.pop(manifest.name, None)
-            state.rejected.append(version.seq)
+        except (IntegrityError, NotFoundError) as exc:
+            state.retry.pop(name, None)
+            previous = state.rejected.get(seq)
+            rejection = state.reject(seq, name, now, self.cfg.poll_interval)
+            wait = max(0.0, rejection.next_try - now)
+            if isinstance(exc, NotFoundError):
+                log.error(
+                    "%s version %s is no longer in the store (%s); trying again in %.3g s",
+                    name,
+                    version.version_id,
+                    exc,
+                    wait,
+                )
+            elif previous is None or not previous.attempts:
+                log.error("rejected %s version %s: %s", name, version.version_id, exc)
+            else:
+                log.error(
+                    "%s version %s still fails verification (%d tries, next in %.3g s): %s",
+                    name,
+                    version.version_id,
+                    rejection.attempts,
+                    wait,
+                    exc,
+                )
             report.failed.append(str(exc))
             return
         except (DistsyncError, OSError) as exc:
             # An OSError here is a local file problem the transfer did not name itself.
             log.error(
                 "could not install %s version %s (will retry): %s",
-                manifest.name,
+                name,
                 version.version_id,
                 exc,
             )
-            state.retry[manifest.name] = version.seq
+            state.retry[name] = seq
             report.failed.append(str(exc))
             return
-        state.installed[manifest.name] = Installed(version.seq, manifest.sha256, manifest.size)
-        state.retry.pop(manifest.name, None)
+        state.installed[name] = Installed(seq, manifest.sha256, manifest.size)
+        state.retry.pop(name, None)
+        previous = state.rejected.pop(seq, None)
+        if previous is not None and previous.attempts:
+            log.warning(
+                "%s version %s verifies now, after %d failed tries",
+                name,
+                version.version_id,
+                previous.attempts,
+            )
         report.installed.append(version)
         log.info(
             "installed %s version %s sha256 %s %d bytes in %.2f s",
-            manifest.name,
+            name,
             version.version_id,
             manifest.sha256,
             result.size,
@@ -232,9 +471,12 @@ class Daemon:
         if self.cfg.on_update:
             self._expect_silence(self.cfg.hook_timeout)
             run_hook(
-                self.cfg.on_update, dest, version, self.cfg.hook_timeout,
+                self.cfg.on_update,
+                dest,
+                version,
+                self.cfg.hook_timeout,
                 should_stop=self.stop.is_set,
-            )  # fmt: skip
+            )
 
     # -- releases ([[Release]], distsync.release) ------------------------------------------
 
@@ -251,9 +493,14 @@ class Daemon:
 
         def place(version: Version, dest: Path) -> object:
             return fetch(
-                self.store, self.cfg.secret, version, dest,
-                progress=self._moved, should_stop=self.stop.is_set,
-            )  # fmt: skip
+                self.store,
+                self.cfg.secret,
+                version,
+                dest,
+                progress=self._moved,
+                should_stop=self.stop.is_set,
+                mode_mask=self.cfg.mode_mask,
+            )
 
         self.releases.store_pass(
             self.catalog.versions, self.catalog.read, place, whole_log=whole_log

@@ -9,6 +9,7 @@ with ``err.exit_code``. Messages never include secret material.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
     "ConfigError",
     "DistsyncError",
     "FormatError",
@@ -19,6 +20,7 @@ __all__ = [
     "ObjectTooLargeError",
     "StorageError",
     "SwarmError",
+    "UnknownArtifactError",
     "UsageError",
 ]
 
@@ -40,6 +42,11 @@ class UsageError(DistsyncError):
     """The command line itself is wrong."""
 
     exit_code = 2
+
+
+class UnknownArtifactError(UsageError):
+    """The artifact name or version a user asked for is not in the store (a usage error: the
+    store answered; what was asked for does not exist)."""
 
 
 class ConfigError(DistsyncError):
@@ -94,6 +101,10 @@ class NotFoundError(StorageError):
 class SwarmError(StorageError):
     """The BitTorrent swarm could not deliver (libtorrent failed, or no progress): the daemon
     fetches the artifact by ranged GETs instead, so a user sees it only in the log."""
+
+
+class AccessDeniedError(StorageError):
+    """The store refused an operation to this identity (its policy does not allow it)."""
 
 
 class LocalIOError(DistsyncError):

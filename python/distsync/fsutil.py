@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -50,6 +51,17 @@ class ReadErrors:
     def read(self, size: int = -1) -> bytes:
         try:
             return self._handle.read(size)
+        except OSError as exc:
+            raise local_io_error("read", self._name, exc) from None
+
+    def readinto(self, buffer: memoryview) -> int | None:
+        """Straight into the caller's (reused) buffer: no bytes object per read."""
+        readinto = getattr(self._handle, "readinto", None)
+        if readinto is None:
+            raise io.UnsupportedOperation("readinto")
+        try:
+            n: int | None = readinto(buffer)
+            return n
         except OSError as exc:
             raise local_io_error("read", self._name, exc) from None
 

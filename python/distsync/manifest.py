@@ -10,31 +10,72 @@ Stored bytes: ``b"DSM3"`` || AEAD_AES_128_CBC_HMAC_SHA_256(JSON), sealed by ``di
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from distsync.crypto import stream
 from distsync.errors import FormatError, UsageError
+from distsync.fsutil import PART_SUFFIX
+from distsync.layout import SEQ_DIGITS
 from distsync.sealed import RecordKind, open_sealed, seal_record_body
 
-__all__ = ["Manifest", "Version", "open_manifest", "seal_manifest", "validate_name"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "Manifest",
+    "Version",
+    "check_manifest",
+    "open_manifest",
+    "seal_manifest",
+    "validate_name",
+]
 
 MANIFEST = RecordKind(
     magic=b"DSM3", purpose="v3 manifest", label=b"distsync v3 manifest", noun="manifest"
 )
-_MAX_NAME = 255
+# A download accumulates in ".NAME.vSEQ.distsync-part" beside its destination, and that name
+# must fit the file system's 255 bytes with a 20-digit sequence number.
+_NAME_MAX = 255
+MAX_NAME_BYTES = _NAME_MAX - len(".") - len(".v") - SEQ_DIGITS - len(PART_SUFFIX)
+_MAX_UPLOADER_BYTES = 255
+_MAX_SIZE = 1 << 48  # 256 TiB, far above any object store's largest object
+# time.gmtime and strftime take any time up to the end of year 9999.
+_MAX_TIME = 253402300799.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# The leaf of an object key: upload.py writes uuid4 hex; leave room for other random ids.
+_OBJECT_LEAF = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _control_character(text: str) -> bool:
+    """C0, DEL and C1 controls: a terminal or a log line would act on them."""
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
+
+
+def _utf8_problem(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: from JSON, or a non-UTF-8 file name
+        return "is not valid UTF-8"
+    return None
+
+
+def _finite_between(value: float, low: float, high: float) -> bool:
+    # An int from JSON may be too large for a float (math.isfinite would raise).
+    return (isinstance(value, int) or math.isfinite(value)) and low <= value <= high
 
 
 def validate_name(name: str, error: type[Exception] = UsageError) -> str:
     """An artifact name is a plain file name: it becomes a path under OutputDir."""
-    if (
-        not name
-        or len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME
-        or name in (".", "..")
-        or name.startswith(".")
-        or any(ch in name for ch in "/\\\0")
-        or any(ord(ch) < 32 for ch in name)
-    ):
-        raise error(f"invalid artifact name {name!r}: use a plain file name not starting with '.'")
+    problem = _utf8_problem(name)
+    if problem is None and _control_character(name):
+        problem = "holds a control character"
+    if problem is None and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        problem = f"is longer than {MAX_NAME_BYTES} bytes"
+    if problem is None and (not name or name.startswith(".") or any(ch in name for ch in "/\\")):
+        problem = "use a plain file name not starting with '.'"
+    if problem is not None:
+        raise error(f"invalid artifact name {name!r}: {problem}")
     return name
 
 
@@ -94,12 +135,48 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
+def check_manifest(manifest: Manifest, objects_prefix: str) -> None:
+    """Range-check every field before anything uses it; FormatError names the first bad one.
+
+    An authenticated manifest proves who wrote it, not that it is sane: an uploader holding
+    the secret (or a bug) must not be able to make a daemon divide by zero, read outside the
+    objects prefix, or write a path the file system refuses.
+    """
+    m = manifest
+    validate_name(m.name, FormatError)
+    problems = {
+        "size": not 0 <= m.size <= _MAX_SIZE,
+        "sha256": not _SHA256.fullmatch(m.sha256),
+        "object_key": not (
+            m.object_key.startswith(objects_prefix)
+            and _OBJECT_LEAF.fullmatch(m.object_key[len(objects_prefix) :])
+        ),
+        "chunk_size": not stream.MIN_CHUNK_SIZE <= m.chunk_size <= stream.MAX_CHUNK_SIZE
+        or m.chunk_size % 16 != 0,
+        "uploaded_at": not _finite_between(m.uploaded_at, 0, _MAX_TIME),
+        "uploader": _utf8_problem(m.uploader) is not None
+        or _control_character(m.uploader)
+        or len(m.uploader.encode("utf-8", "replace")) > _MAX_UPLOADER_BYTES,
+        "mode": not 0 <= m.mode <= 0o7777,
+        "format": m.format != "v3",
+    }
+    bad = [name for name, wrong in problems.items() if wrong]
+    if bad:
+        raise FormatError(f"manifest field {bad[0]} is out of range")
+    if m.object_size != stream.ciphertext_size(m.size, m.chunk_size):
+        raise FormatError("manifest field object_size does not match size and chunk_size")
+
+
 def seal_manifest(secret: bytes, key: str, manifest: Manifest) -> bytes:
     return seal_record_body(MANIFEST, secret, key, asdict(manifest))
 
 
-def open_manifest(secret: bytes, key: str, data: bytes) -> Manifest:
-    """Verify and parse the manifest stored at ``key``; IntegrityError if it is not genuine."""
+def open_manifest(secret: bytes, key: str, data: bytes, *, objects_prefix: str) -> Manifest:
+    """Verify, parse and range-check the manifest stored at ``key``.
+
+    IntegrityError if it is not genuine; FormatError (a kind of IntegrityError) if it is
+    genuine but malformed or out of range. Its object must live under ``objects_prefix``.
+    """
     raw = open_sealed(MANIFEST, secret, key, data)
     if set(raw) != set(_FIELDS):
         raise FormatError(f"{key}: manifest has unexpected fields")
@@ -107,5 +184,8 @@ def open_manifest(secret: bytes, key: str, data: bytes) -> Manifest:
         if isinstance(raw[name], bool) or not isinstance(raw[name], types):
             raise FormatError(f"{key}: manifest field {name} has the wrong type")
     manifest = Manifest(**raw)
-    validate_name(manifest.name, FormatError)
+    try:
+        check_manifest(manifest, objects_prefix)
+    except FormatError as exc:
+        raise FormatError(f"{key}: {exc}") from None
     return manifest

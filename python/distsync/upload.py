@@ -9,18 +9,41 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from distsync.catalog import Catalog
 from distsync.config import Config
 from distsync.crypto import stream
-from distsync.errors import LocalIOError, NotFoundError
+from distsync.errors import LocalIOError, UnknownArtifactError
 from distsync.fsutil import ReadErrors, local_io_error
 from distsync.manifest import Manifest, Version, validate_name
 from distsync.storage.base import ObjectWriter, Store
 from distsync.swarm.meta import TorrentWriter, piece_length_for
 
-__all__ = ["UploadOutcome", "file_sha256", "upload_file", "upload_if_changed"]
+__all__ = ["UploadOutcome", "check_source", "file_sha256", "upload_file", "upload_if_changed"]
+
+
+def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
+    """Open ``path`` for reading if it is a regular file; never blocks on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise local_io_error("read", path, exc) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise local_io_error("upload", path, IsADirectoryError(0, "not a regular file"))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), info
+
+
+def check_source(path: Path, name: str | None = None) -> str:
+    """What an upload checks before anything is written: the artifact name, and that ``path``
+    is a regular file this process can read. Returns the name."""
+    name = validate_name(name or path.name)
+    handle, _info = _open_regular(path)
+    handle.close()
+    return name
 
 
 def upload_file(
@@ -33,14 +56,8 @@ def upload_file(
     progress: Callable[[int], None] | None = None,
 ) -> Version:
     name = validate_name(name or path.name)
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed in the with below
-        info = os.fstat(handle.fileno())
-    except OSError as exc:
-        raise local_io_error("read", path, exc) from None
+    handle, info = _open_regular(path)
     with handle:
-        if not stat.S_ISREG(info.st_mode):
-            raise local_io_error("upload", path, IsADirectoryError(0, "not a regular file"))
         object_key = catalog.layout.new_object_key()
         writer: ObjectWriter = store.writer(object_key)
         torrent = None
@@ -63,6 +80,7 @@ def upload_file(
     if result.plaintext_size != info.st_size:
         # The file changed while it was read: refuse to publish a torn artifact.
         raise LocalIOError(f"{path} changed size while it was uploaded; try again")
+    assert result.plaintext_sha256 is not None  # encrypt_stream hashes unless told not to
     manifest = Manifest(
         name=name,
         size=result.plaintext_size,
@@ -114,10 +132,10 @@ def upload_if_changed(
     Idempotency rests on the content hash in the (authenticated) manifest, never on an
     ETag or MD5. ``dry_run`` decides without writing anything.
     """
-    name = validate_name(name or path.name)
+    name = check_source(path, name)
     try:
         before: dict[str, Any] | None = catalog.newest(name).facts()
-    except NotFoundError:
+    except UnknownArtifactError:
         before = None
     if (before is None or force) and not dry_run:
         # Nothing to compare with: the upload's own pass yields the SHA-256, so skip reading

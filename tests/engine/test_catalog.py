@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from pathlib import Path
 
 import pytest
 from distsync.catalog import Catalog, Rejected
 from distsync.crypto.secret import generate_secret, parse_secret
-from distsync.errors import FormatError, IntegrityError, NotFoundError, UsageError
-from distsync.layout import Layout
-from distsync.manifest import Manifest, open_manifest, seal_manifest, validate_name
+from distsync.errors import (
+    FormatError,
+    IntegrityError,
+    StorageError,
+    UnknownArtifactError,
+    UsageError,
+)
+from distsync.layout import MAX_SEQ, Layout
+from distsync.manifest import (
+    MAX_NAME_BYTES,
+    Manifest,
+    check_manifest,
+    open_manifest,
+    seal_manifest,
+    validate_name,
+)
 from distsync.storage.local import LocalStore
 
 
@@ -30,9 +45,7 @@ def manifest(name: str = "app.tgz") -> Manifest:
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
     (tmp_path / "bucket").mkdir()
-    return Catalog(
-        LocalStore(tmp_path / "bucket"), Layout(), parse_secret(generate_secret())
-    )
+    return Catalog(LocalStore(tmp_path / "bucket"), Layout(), parse_secret(generate_secret()))
 
 
 def test_append_orders_by_sequence(catalog: Catalog) -> None:
@@ -81,25 +94,23 @@ def test_replayed_manifest_under_a_new_key_is_rejected(catalog: Catalog) -> None
     old = store.get(catalog.layout.log_key(1))
     assert store.create(catalog.layout.log_key(2), old)
     entries = list(catalog.entries_after(0))
-    assert (
-        isinstance(entries[1], Rejected)
-        and "moved from another key" in entries[1].reason
-    )
+    assert isinstance(entries[1], Rejected) and "moved from another key" in entries[1].reason
     assert [v.seq for v in catalog.versions()] == [1]
 
 
 def test_wrong_secret_and_tampering_are_rejected(catalog: Catalog) -> None:
     key = catalog.layout.log_key(1)
+    objects = catalog.layout.objects_prefix
     sealed = seal_manifest(b"k" * 32, key, manifest())
-    assert open_manifest(b"k" * 32, key, sealed).name == "app.tgz"
+    assert open_manifest(b"k" * 32, key, sealed, objects_prefix=objects).name == "app.tgz"
     with pytest.raises(IntegrityError):
-        open_manifest(b"j" * 32, key, sealed)
+        open_manifest(b"j" * 32, key, sealed, objects_prefix=objects)
     flipped = bytearray(sealed)
     flipped[20] ^= 1
     with pytest.raises(IntegrityError):
-        open_manifest(b"k" * 32, key, bytes(flipped))
+        open_manifest(b"k" * 32, key, bytes(flipped), objects_prefix=objects)
     with pytest.raises(FormatError):
-        open_manifest(b"k" * 32, key, b"nope")
+        open_manifest(b"k" * 32, key, b"nope", objects_prefix=objects)
 
 
 def test_find_and_newest(catalog: Catalog) -> None:
@@ -108,12 +119,14 @@ def test_find_and_newest(catalog: Catalog) -> None:
     catalog.append(manifest("a"))
     assert catalog.newest("a").seq == 3
     assert catalog.find("a", "1").seq == 1
-    with pytest.raises(NotFoundError, match="not 'a'"):
+    with pytest.raises(UnknownArtifactError, match="not 'a'"):
         catalog.find("a", "2")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(UnknownArtifactError):
         catalog.find("a", "99")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(UnknownArtifactError):
         catalog.newest("zzz")
+    with pytest.raises(UsageError, match="not a version id"):
+        catalog.find("a", "x1")
 
 
 @pytest.mark.parametrize(
@@ -122,3 +135,65 @@ def test_find_and_newest(catalog: Catalog) -> None:
 def test_names_must_be_plain_file_names(bad: str) -> None:
     with pytest.raises(UsageError):
         validate_name(bad)
+
+
+@pytest.mark.parametrize("latest", [10**20 - 1, 10**30, -5, "7", True, 2])
+def test_a_marker_hint_is_used_only_when_it_names_a_genuine_entry(
+    catalog: Catalog, latest: object
+) -> None:
+    catalog.append(manifest())
+    catalog.store.put(catalog.layout.marker, json.dumps({"latest": latest}).encode())
+    assert catalog.append(manifest()).seq == 2
+    assert [v.seq for v in catalog.versions()] == [2, 1]
+
+
+def test_no_sequence_number_past_twenty_digits_is_ever_claimed(catalog: Catalog) -> None:
+    catalog.store.put(catalog.layout.log_key(MAX_SEQ), b"junk")
+    with pytest.raises(StorageError, match="no log sequence number is free"):
+        catalog.append(manifest())
+    with pytest.raises(ValueError):
+        catalog.layout.log_key(MAX_SEQ + 1)
+
+
+def test_newest_reads_the_log_from_its_end(catalog: Catalog) -> None:
+    for name in ("a", "b", "a", "c"):
+        catalog.append(manifest(name))
+    catalog.store.put(catalog.layout.log_key(1), b"unreadable now")  # never needed
+    assert catalog.newest("a").seq == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("chunk_size", 0),
+        ("chunk_size", 16385),
+        ("size", -1),
+        ("size", 1 << 60),
+        ("object_size", 1),
+        ("object_key", ""),
+        ("object_key", "distsync/v3/objects/../../x"),
+        ("object_key", "elsewhere/objects/x"),
+        ("name", "x\ud800"),
+        ("name", "x\x85"),
+        ("name", "x\x7f"),
+        ("name", "n" * (MAX_NAME_BYTES + 1)),
+        ("uploaded_at", float("nan")),
+        ("uploaded_at", 1e300),
+        ("uploaded_at", 10**400),
+        ("uploader", "ci\x1b[2J"),
+        ("mode", -1),
+        ("mode", 0o10000),
+        ("sha256", "A" * 64),
+        ("format", "v2"),
+    ],
+)
+def test_every_manifest_field_is_range_checked(field: str, value: object) -> None:
+    hostile = dataclasses.replace(manifest(), **{field: value})
+    with pytest.raises(FormatError, match=field.split("_")[0] if field != "name" else "name"):
+        check_manifest(hostile, "distsync/v3/objects/")
+
+
+def test_the_longest_name_still_fits_its_part_file() -> None:
+    name = "n" * MAX_NAME_BYTES
+    check_manifest(dataclasses.replace(manifest(), name=name), "distsync/v3/objects/")
+    assert len(f".{name}.v{MAX_SEQ}.distsync-part".encode()) == 255

@@ -50,6 +50,7 @@ class Fault:
     action: str
     method: str | None = None
     ranged: bool | None = None  # only requests with (True) / without (False) a Range header
+    range_from: int | None = None  # only ranged requests starting at or after this byte
     path_contains: str | None = None  # matched against path and query
     times: int = 1
     status: int = 503
@@ -57,11 +58,12 @@ class Fault:
     stall: float = 30.0
     upstream_first: bool = False
 
-    def matches(self, method: str, path: str, ranged: bool) -> bool:
+    def matches(self, method: str, path: str, ranged: bool, start: int | None = None) -> bool:
         return (
             self.times > 0
             and (self.method is None or self.method == method)
             and (self.ranged is None or self.ranged == ranged)
+            and (self.range_from is None or (start is not None and start >= self.range_from))
             and (self.path_contains is None or self.path_contains in path + "&")
         )
 
@@ -97,11 +99,13 @@ class FaultProxy:
         with self._lock:
             return sum(f.times for f in self.faults)
 
-    def take(self, method: str, path: str, ranged: bool) -> Fault | None:
+    def take(
+        self, method: str, path: str, ranged: bool, start: int | None = None
+    ) -> Fault | None:
         with self._lock:
             self.counts[method] += 1
             for fault in self.faults:
-                if fault.matches(method, path, ranged):
+                if fault.matches(method, path, ranged, start):
                     fault.times -= 1
                     self.counts[fault.action] += 1
                     return fault
@@ -163,7 +167,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         body = self._read_body()
         ranged = "Range" in self.headers
-        fault = self.owner.take(self.command, self.path, ranged)
+        first = self.headers.get("Range", "").removeprefix("bytes=").split("-")[0]
+        start = int(first) if first.isdigit() else None
+        fault = self.owner.take(self.command, self.path, ranged, start)
         if fault is not None and fault.action == "status":
             self._send_error(fault.status)
             return

@@ -23,11 +23,15 @@ EXIT_CLOSED_OUTPUT = 141
 
 
 @pytest.fixture
-def config(write_config: Callable[..., Path], tmp_path: Path) -> Path:
-    (tmp_path / "bucket").mkdir()
-    return write_config(
-        f'SharedSecret = "{{secret}}"\nStorage = "Local"\nStorageBucket = "{tmp_path / "bucket"}"\n'
-    )
+def config(run_cli: RunCli, tmp_path: Path) -> Path:
+    """A store made by setup (with its store record: no warning about a missing one)."""
+    done = run_cli(
+        "setup", "--storage", "local", "--non-interactive", "--bucket", str(tmp_path / "bucket"),
+        "--upload-config", str(tmp_path / "distsync.toml"),
+        "--daemon-config", str(tmp_path / "distsyncd.toml"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    return tmp_path / "distsync.toml"
 
 
 @pytest.fixture

@@ -38,6 +38,9 @@ else:  # pragma: no cover
 T = TypeVar("T")
 
 POLL = 0.2
+# A version rejected once is tried again one PollInterval later (then 2, 4, ... of them):
+# waiting this long makes the first retry due, however fast the machine.
+RETRY_DUE = 5 * POLL
 TEMP_SUFFIX = ".distsync-tmp"
 PART_SUFFIX = ".distsync-part"
 INSTALLED = re.compile(
@@ -507,8 +510,14 @@ def test_corrupted_object_never_reaches_output_dir(site: Site, corruption: str) 
     )
     assert temps_in(site.out) == []
 
-    # A rejected version is not retried forever, and a good upload still goes through.
-    assert site.once().returncode == 0
+    # A rejected version is tried again with backoff (a tamper may be undone); while it
+    # still fails, what is installed stays. A good upload still goes through.
+    time.sleep(RETRY_DUE)
+    again = site.once()
+    retried = again.stderr.decode()
+    assert again.returncode != 0
+    assert re.search(rf"ERROR app\.bin version {v2} still fails verification", retried)
+    assert installs(retried) == []
     assert dest.read_bytes() == good
     _, sha3 = site.upload(make_file(src, b"fixed\n"))
     proc = site.once()
@@ -530,13 +539,16 @@ def test_deleted_file_comes_back_when_the_newest_upload_was_rejected(site: Site)
     assert sha256_file(dest) == sha1
 
     dest.unlink()
+    time.sleep(RETRY_DUE)  # version 2 is tried again first, and fails again
     proc = site.once()
     log = proc.stderr.decode()
     assert "removed" in log
     assert dest.exists(), "the deleted file was not installed again:\n" + log
     assert sha256_file(dest) == sha1
     assert [d["version"] for d in installs(log)] == [v1]
-    assert proc.returncode == 0, log
+    # Version 2's retry was due and failed again: the cycle reports that failure.
+    assert "version 2 still fails verification" in log
+    assert proc.returncode == 1, log
 
 
 def test_full_disk_gives_a_clear_error_and_removes_the_temp_file(site: Site) -> None:

@@ -74,6 +74,7 @@ def test_uploader_policy_allows_exactly_what_uploads_need() -> None:
         ("s3:PutObject", obj + "marker"),
         ("s3:GetObject", obj + "log/*"),
         ("s3:GetObject", obj + "marker"),
+        ("s3:GetObject", obj + "store"),
         ("s3:ListBucket", "arn:aws:s3:::distsync-x"),
     }
     actions = {action for action, _ in _grants(uploader)}
@@ -891,7 +892,8 @@ def test_destroy_removes_users_keys_and_policies_then_the_bucket(
 
     second = run_cli(tmp_path, *destroy, "--delete-bucket", keys=admin)
     assert second.returncode == 0, second.stderr
-    assert f"removed bucket {done.bucket} and 3 object version(s)" in second.stdout
+    # Three versions of the marker, and the store record setup wrote.
+    assert f"removed bucket {done.bucket} and 4 object version(s)" in second.stdout
     assert _leftovers(server, done.setup_id) == []
     third = run_cli(tmp_path, *destroy, "--delete-bucket", keys=admin)
     assert third.returncode == 0 and "removed: nothing" in third.stdout

@@ -64,7 +64,8 @@ def test_upload_list_download_and_install(fleet: SwiftFleet) -> None:
 
     # Names appear nowhere in the store: names of objects, headers, or bodies.
     stored = everything(fleet)
-    assert len([1 for c, _ in stored if c == fleet.container]) == 5  # 2 objects, 2 log, marker
+    # 2 objects, 2 log entries, the marker, the store record
+    assert len([1 for c, _ in stored if c == fleet.container]) == 6
     assert len([1 for c, _ in stored if c.endswith("_segments")]) == 2
     for container, key in stored:
         _status, body, headers = fleet.server.call("GET", f"{container}/{key}")

@@ -184,6 +184,8 @@ def test_the_default_container_name_is_fresh(fleet: SwiftFleet) -> None:
     name = load_config(fleet.uploader).storage_bucket
     assert name.startswith("distsync-") and len(name) == len("distsync-") + 12
     assert fleet.server.call("HEAD", name)[0] == 204
+    prefix = load_config(fleet.uploader).prefix
+    assert fleet.server.call("DELETE", f"{name}/{prefix}store")[0] == 204  # the store record
     for suffix in ("", "_segments", "_daemons"):
         assert fleet.server.call("DELETE", name + suffix)[0] == 204
 

@@ -60,10 +60,10 @@ def house(tmp_path: Path) -> Path:
     """What `make wheelhouse PYTHONS="3.11 3.13" TORRENT=1` holds, in miniature."""
     d = tmp_path / "wheelhouse"
     d.mkdir()
-    wheel(d, "distsync-0.1.0-py3-none-any.whl", "cryptography>=42", "boto3>=1.34",
+    wheel(d, "distsync-0.1.0-py3-none-any.whl", "cryptography>=50", "boto3>=1.34",
           "python-swiftclient>=4.4", "tomli-w>=1.0", "tomli>=2.0; python_version < '3.11'",
           "libtorrent>=2.0.9; extra == 'torrent'")
-    wheel(d, "cryptography-48.0.0-cp311-abi3-manylinux_2_34_x86_64.whl",
+    wheel(d, "cryptography-50.0.2-cp311-abi3-manylinux_2_34_x86_64.whl",
           "cffi>=2.0.0; platform_python_implementation != 'PyPy'",
           "bcrypt>=3.1.5; extra == 'ssh'")
     for version in ("311", "313"):
@@ -107,7 +107,7 @@ def test_a_missing_per_version_wheel_names_the_wheel_and_the_python(house: Path)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1, done.stderr
     line = done.stderr
-    assert "no wheel of cffi>=2.0.0 (needed by cryptography 48.0.0)" in line
+    assert "no wheel of cffi>=2.0.0 (needed by cryptography 50.0.2)" in line
     assert "CPython 3.13 (/usr/bin/python3) on glibc 2.41, x86_64" in line
     assert 'make wheelhouse PYTHONS="... 3.13"' in line
     # 3.11 is still served; a 3.13 host without the torrent extra still needs cffi.
@@ -127,7 +127,7 @@ def test_an_extra_pulls_its_wheels_only_when_asked(house: Path) -> None:
 def test_an_older_glibc_than_the_wheels_need_is_told_as_such(house: Path) -> None:
     done = check(house, host("3.11", glibc="2.31"), "--require", "distsync")
     assert done.returncode == 1
-    assert "no wheel of cryptography>=42" in done.stderr
+    assert "no wheel of cryptography>=50" in done.stderr
     assert "make wheelhouse GLIBC=2.31" in done.stderr
 
 
@@ -148,7 +148,7 @@ def test_a_package_absent_altogether(house: Path) -> None:
 def test_markers_follow_the_host(house: Path) -> None:
     # tomli is needed below 3.11 only: a 3.10 host, given wheels for everything else, is
     # refused for tomli alone (the 3.11 and 3.13 hosts above never asked for it).
-    wheel(house, "cryptography-48.0.0-cp37-abi3-manylinux_2_17_x86_64.whl", "cffi>=2.0.0")
+    wheel(house, "cryptography-50.0.2-cp37-abi3-manylinux_2_17_x86_64.whl", "cffi>=2.0.0")
     wheel(house, "cffi-2.1.1-cp310-cp310-manylinux_2_17_x86_64.whl", "pycparser")
     done = check(house, host("3.10"), "--require", "distsync")
     assert done.returncode == 1 and "no wheel of tomli>=2.0" in done.stderr
@@ -200,15 +200,15 @@ def test_the_roles_probe_describes_this_interpreter() -> None:
 
 def test_pins_are_read_from_a_freeze_file(tmp_path: Path) -> None:
     pins = tmp_path / "test.txt"
-    pins.write_text("# generated\ncryptography==48.0.0\nPyYAML==6.0.3\ntomli_w==1.2.0\n"
+    pins.write_text("# generated\ncryptography==50.0.2\nPyYAML==6.0.3\ntomli_w==1.2.0\n"
                     "-c other.txt\nsomething>=1\n")
-    assert wh.read_pins(pins) == {"cryptography": "48.0.0", "pyyaml": "6.0.3",
+    assert wh.read_pins(pins) == {"cryptography": "50.0.2", "pyyaml": "6.0.3",
                                   "tomli-w": "1.2.0"}
 
 
 def test_a_wheel_the_pins_do_not_name_is_reported(house: Path) -> None:
     wheels = wh.read_wheelhouse(house)
-    pins = {"cryptography": "48.0.0", "cffi": "2.1.1", "libtorrent": "2.1.1", "pycparser": "3.12",
+    pins = {"cryptography": "50.0.2", "cffi": "2.1.1", "libtorrent": "2.1.1", "pycparser": "3.12",
             "boto3": "1.43.11", "botocore": "1.43.106", "tomli-w": "1.2.0",
             "setuptools": "80.9.0", "python-swiftclient": "4.11.0", "requests": "2.34.2",
             "charset-normalizer": "3.5.2", "idna": "3.20", "urllib3": "2.8.0",

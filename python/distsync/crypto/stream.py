@@ -15,19 +15,20 @@ decryption and resumes work on whole chunks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
 import os
 import struct
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from distsync.crypto.aead import BLOCK_LEN, IV_LEN, CbcHmacAead, sealed_len
 from distsync.crypto.keys import derive_key
 from distsync.errors import FormatError, IntegrityError, LocalIOError
+from distsync.transfer.parallel import OrderedPipeline, Slot
 
 __all__ = [
     "CHUNK_OVERHEAD",
@@ -43,7 +44,9 @@ __all__ = [
     "StreamEncryptor",
     "StreamResult",
     "chunk_count",
+    "chunks_in",
     "ciphertext_size",
+    "decrypt_ranges",
     "decrypt_stream",
     "encrypt_stream",
     "is_v3",
@@ -135,7 +138,7 @@ class Header:
 class StreamResult:
     plaintext_size: int
     ciphertext_size: int
-    plaintext_sha256: str  # hex
+    plaintext_sha256: str | None  # hex; None when not asked for
 
 
 def _keys(secret: bytes, salt: bytes) -> tuple[CbcHmacAead, bytes]:
@@ -285,7 +288,12 @@ class StreamDecryptor:
         return f"trailing data after the final chunk ({index})"
 
 
-# --- streaming over file objects, in parallel ----------------------------------------------
+# --- streaming, in parallel ----------------------------------------------------------------
+#
+# Every large transfer runs through one OrderedPipeline (distsync.transfer.parallel): chunks
+# are sealed or opened on a pool in reused buffers, a single thread writes them in order, and
+# the plaintext SHA-256 runs beside them on a thread of its own. cryptography >= 50 and
+# hashlib release the GIL in AES, HMAC and SHA-256, so these threads run on every core.
 
 
 class _Source:
@@ -339,106 +347,74 @@ def _workers(workers: int) -> int:
     return workers or min(os.cpu_count() or 1, _MAX_WORKERS)
 
 
-class _Slot:
-    """Reused buffers for one chunk in flight: allocation, not AES, is the cost otherwise."""
+def _depth(workers: int, unit_len: int) -> int:
+    """Units in flight: enough to keep the workers, the reader, the writer and the digest busy
+    (about two per worker); fewer for huge units, each already a long stretch of work."""
+    return 2 * workers + 2 if unit_len <= 8 << 20 else workers + 2
 
-    __slots__ = ("busy", "inbuf", "outbuf")
 
-    def __init__(self, in_len: int, out_len: int) -> None:
-        self.inbuf = memoryview(bytearray(in_len))
-        self.outbuf = memoryview(bytearray(out_len))
-        self.busy: list[Future[None]] = []  # what still reads the buffers
+class _Output:
+    """A pipeline's ``deliver``: writes in order, counts, and reports progress in plaintext
+    bytes (a unit's input when encrypting, its output when decrypting)."""
+
+    def __init__(
+        self, dst: BinaryIO, progress: Callable[[int], None] | None, *, plaintext_out: bool
+    ) -> None:
+        self._dst = dst
+        self._progress = progress
+        self._plaintext_out = plaintext_out
+        self.written = 0
+
+    def __call__(self, data: memoryview, size_in: int) -> None:
+        _write_all(self._dst, data)
+        self.written += len(data)
+        if self._progress is not None:
+            self._progress(len(data) if self._plaintext_out else size_in)
 
 
 # job(index, input, final, output, iv) -> bytes written to output; runs on a worker thread.
-_Job = Callable[[int, memoryview, bool, memoryview, bytes], int]
+_ChunkJob = Callable[[int, memoryview, bool, memoryview, bytes], int]
 
 
-def _pipeline(
+def _feed_in_order(
     src: BinaryIO,
-    dst: BinaryIO,
-    *,
+    pipe: OrderedPipeline,
     in_len: int,
-    out_len: int,
-    job: _Job,
-    draw_iv: Callable[[], bytes] | None,
-    hash_input: bool,
-    progress: Callable[[int], None] | None,
-    workers: int,
-) -> tuple[int, int, str]:
-    """Run ``job`` over ``in_len``-byte pieces of ``src`` on a thread pool, in order to ``dst``.
+    job: _ChunkJob,
+    draw_iv: Callable[[], bytes] | None = None,
+) -> int:
+    """Read ``src`` into the pipeline's slots, one chunk each, on the calling thread.
 
-    The calling thread reads and submits; chunk ``i`` is final when the input ends after it,
-    which takes one piece of look-ahead (``src`` may be a pipe). IVs are drawn here, in chunk
-    order, so a deterministic source gives the same bytes whatever the thread timing. One
-    thread writes in order and one hashes the plaintext in order (the pieces read if
-    ``hash_input``, else the pieces written). cryptography holds the GIL during AES, so the
-    work that releases it (MACs, SHA-256, I/O) is spread over threads that can run meanwhile.
-    Returns (bytes read, bytes written, plaintext SHA-256 hex).
+    Chunk ``i`` is final when the input ends after it, which takes one chunk of look-ahead
+    (``src`` may be a pipe). IVs are drawn here, in chunk order, so a deterministic source
+    gives the same bytes whatever the thread timing. Returns the bytes read.
     """
-    count = _workers(workers)
-    # Enough chunks in flight to keep the workers, the reader, the writer and the hasher busy;
-    # fewer for huge chunks, where each slot is already a long stretch of work.
-    depth = 2 * count + 2 if in_len <= 8 << 20 else count + 2
-    slots = [_Slot(in_len, out_len) for _unused in range(depth)]
-    sha = hashlib.sha256()
-    errors: list[BaseException] = []
-    total_out = 0
-
-    def retire(slot: _Slot, n: int, sealed: Future[int]) -> None:
-        nonlocal total_out
-        if errors:
-            return  # an earlier chunk failed: write nothing after it
-        try:
-            m = sealed.result()
-            out = slot.outbuf[:m]
-            if not hash_input:
-                slot.busy.append(hasher.submit(sha.update, out))
-            _write_all(dst, out)
-            total_out += m
-            if progress is not None:
-                progress(n if hash_input else m)
-        except BaseException as exc:
-            errors.append(exc)
-
-    pool = ThreadPoolExecutor(count, "distsync-crypto")
-    hasher = ThreadPoolExecutor(1, "distsync-sha256")
-    writer = ThreadPoolExecutor(1, "distsync-write")
-    total_in = 0
     source = _Source(src)
-    try:
-        index = 0
-        n = source.fill(slots[0].inbuf)
-        while not errors:
-            slot = slots[index % depth]
-            final = n < in_len
-            if not final:
-                nxt = slots[(index + 1) % depth]
-                while nxt.busy:
-                    nxt.busy.pop(0).result()
-                m = source.fill(nxt.inbuf)
-                final = m == 0
-            total_in += n
-            piece = slot.inbuf[:n]
-            if hash_input:
-                slot.busy.append(hasher.submit(sha.update, piece))
-            iv = draw_iv() if draw_iv is not None else b""
-            sealed = pool.submit(job, index, piece, final, slot.outbuf, iv)
-            slot.busy.append(writer.submit(retire, slot, n, sealed))
-            if final:
-                break
-            index += 1
-            n = m
-        # FIFO executors: once a no-op has run, everything submitted before it has.
-        writer.submit(int).result()
-        hasher.submit(int).result()
-    finally:
-        # On error, let running jobs finish (they use our buffers) and drop queued ones.
-        for executor in (pool, writer, hasher):
-            executor.shutdown(wait=True, cancel_futures=True)
-    if errors:
-        raise errors[0]
-    return total_in, total_out, sha.hexdigest()
+    total = 0
+    index = 0
+    slot = pipe.next_slot()
+    n = source.fill(slot.inbuf)
+    while True:
+        final = n < in_len
+        if not final:
+            ahead = pipe.next_slot()
+            m = source.fill(ahead.inbuf)
+            final = m == 0
+        iv = draw_iv() if draw_iv is not None else b""
+        pipe.submit(slot, _chunk_task(job, index, n, final, iv), size_in=n, tag=n)
+        total += n
+        if final:
+            return total
+        slot, n, index = ahead, m, index + 1
+
+
+def _chunk_task(
+    job: _ChunkJob, index: int, size: int, final: bool, iv: bytes
+) -> Callable[[Slot], int]:
+    def run(slot: Slot) -> int:
+        return job(index, slot.inbuf[:size], final, slot.outbuf, iv)
+
+    return run
 
 
 def encrypt_stream(
@@ -449,15 +425,18 @@ def encrypt_stream(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Callable[[int], None] | None = None,
     workers: int = 0,
+    hash_plaintext: bool = True,
 ) -> StreamResult:
     """Encrypt ``src`` (read sequentially: a pipe is fine) into ``dst`` as a v3 object.
 
     Memory stays at a few chunks per worker whatever the input size. ``progress(n)`` gets the
     plaintext bytes of each chunk once written (called on the writing thread, in order);
-    ``workers=0`` means os.cpu_count(), at most 4. Errors of ``src``, ``dst`` and ``progress``
-    propagate unchanged.
+    ``workers=0`` means os.cpu_count(), at most 4. ``hash_plaintext=False`` skips the
+    plaintext SHA-256 for callers that have no use for it (``plaintext_sha256`` is None).
+    Errors of ``src``, ``dst`` and ``progress`` propagate unchanged.
     """
-    return _encrypt_with(StreamEncryptor(secret, chunk_size), src, dst, progress, workers)
+    enc = StreamEncryptor(secret, chunk_size)
+    return _encrypt_with(enc, src, dst, progress, workers, hash_plaintext=hash_plaintext)
 
 
 def _encrypt_with(
@@ -466,25 +445,33 @@ def _encrypt_with(
     dst: BinaryIO,
     progress: Callable[[int], None] | None = None,
     workers: int = 0,
+    *,
+    hash_plaintext: bool = True,
 ) -> StreamResult:
     """``encrypt_stream`` with a given encryptor (a fixed salt and IVs make vectors testable)."""
 
-    def job(index: int, piece: memoryview, final: bool, out: memoryview, iv: bytes) -> int:
+    def seal(index: int, piece: memoryview, final: bool, out: memoryview, iv: bytes) -> int:
         return enc.seal_chunk_into(index, piece, final, iv, out)
 
+    chunk = enc.header.chunk_size
+    digest = hashlib.sha256() if hash_plaintext else None
+    output = _Output(dst, progress, plaintext_out=False)
+    count = _workers(workers)
     _write_all(dst, memoryview(enc.header.raw))
-    read, written, digest = _pipeline(
-        src,
-        dst,
-        in_len=enc.header.chunk_size,
-        out_len=enc.header.chunk_size + CHUNK_OVERHEAD,
-        job=job,
-        draw_iv=enc.next_iv,
-        hash_input=True,
-        progress=progress,
-        workers=workers,
-    )
-    return StreamResult(read, HEADER_LEN + written, digest)
+    with OrderedPipeline(
+        workers=count,
+        depth=_depth(count, chunk),
+        in_len=chunk,
+        out_len=chunk + CHUNK_OVERHEAD,
+        deliver=output,
+        beside=digest.update if digest is not None else None,
+        beside_input=True,  # the plaintext is hashed as soon as it is read
+        name="distsync-encrypt",
+    ) as pipe:
+        read = _feed_in_order(src, pipe, chunk, seal, enc.next_iv)
+        pipe.join()
+    sha256 = digest.hexdigest() if digest is not None else None
+    return StreamResult(read, HEADER_LEN + output.written, sha256)
 
 
 def decrypt_stream(
@@ -494,31 +481,109 @@ def decrypt_stream(
     *,
     progress: Callable[[int], None] | None = None,
     workers: int = 0,
+    hash_plaintext: bool = True,
 ) -> StreamResult:
     """Verify and decrypt the v3 object read sequentially from ``src`` into ``dst``.
 
-    Each chunk is written as soon as it is verified, so after an IntegrityError ``dst`` holds
-    some plaintext of an object that is not authentic: the caller writes into a temporary
-    file and discards it unless this returns. Bad input raises only IntegrityError (or its
-    subclass FormatError). Memory stays at a few chunks per worker.
+    Each chunk is written as soon as it and every chunk before it are verified, so after an
+    IntegrityError ``dst`` holds some plaintext of an object that is not authentic: the caller
+    writes into a temporary file and discards it unless this returns. Bad input raises only
+    IntegrityError (or its subclass FormatError). Memory stays at a few chunks per worker.
     """
     raw = bytearray(HEADER_LEN)
     got = _Source(src).fill(memoryview(raw))
     dec = StreamDecryptor(secret, bytes(raw[:got]))
     sealed_full = dec.header.chunk_size + CHUNK_OVERHEAD
 
-    def job(index: int, sealed: memoryview, final: bool, out: memoryview, _iv: bytes) -> int:
+    def open_(index: int, sealed: memoryview, final: bool, out: memoryview, _iv: bytes) -> int:
         return dec.open_chunk_into(index, sealed, final, out)
 
-    read, written, digest = _pipeline(
-        src,
-        dst,
+    digest = hashlib.sha256() if hash_plaintext else None
+    output = _Output(dst, progress, plaintext_out=True)
+    count = _workers(workers)
+    with OrderedPipeline(
+        workers=count,
+        depth=_depth(count, sealed_full),
         in_len=sealed_full,
         out_len=sealed_full,
-        job=job,
-        draw_iv=None,
-        hash_input=False,
-        progress=progress,
+        deliver=output,
+        beside=digest.update if digest is not None else None,
+        name="distsync-decrypt",
+    ) as pipe:
+        read = _feed_in_order(src, pipe, sealed_full, open_)
+        pipe.join()
+    sha256 = digest.hexdigest() if digest is not None else None
+    return StreamResult(output.written, HEADER_LEN + read, sha256)
+
+
+def chunks_in(object_size: int, chunk_size: int) -> int:
+    """How many chunks a v3 object of ``object_size`` bytes holds; FormatError if none can."""
+    plaintext_size_from_ciphertext(object_size, chunk_size)  # rejects impossible sizes
+    full, last = divmod(object_size - HEADER_LEN, chunk_size + CHUNK_OVERHEAD)
+    return full + (1 if last else 0)
+
+
+def decrypt_ranges(
+    dec: StreamDecryptor,
+    read: Callable[[int, int], bytes],
+    object_size: int,
+    dst: BinaryIO,
+    *,
+    first_chunk: int = 0,
+    digest: Callable[[memoryview], object] | None = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int = 4,
+    check: Callable[[], None] | None = None,
+    batch_bytes: int = 4 << 20,
+) -> int:
+    """Verify and decrypt chunks ``first_chunk``... of an object read by ranges into ``dst``.
+
+    ``read(offset, length)`` returns those bytes of the object (a ranged GET, or a file that
+    fills as a swarm downloads it); it is called from ``workers`` threads at once, for batches
+    of whole chunks of about ``batch_bytes``, each batch opened by the thread that read it. So
+    network, AES, HMAC and the disk overlap, and one batch at a time per worker is in memory
+    besides ``workers + 2`` reused plaintext buffers. Batches are written to ``dst`` strictly
+    in order, each after all its chunks verified, and the plaintext goes to ``digest`` (a
+    hash's ``update``) in order, beside the workers. ``check()`` runs before each batch is
+    read and may raise to stop. Returns the plaintext bytes written; after an error ``dst``
+    holds a prefix of unverified provenance: write into a temporary file.
+    """
+    chunk = dec.header.chunk_size
+    sealed_full = chunk + CHUNK_OVERHEAD
+    count = chunks_in(object_size, chunk)
+    per_batch = max(1, batch_bytes // sealed_full)
+
+    def open_batch(first: int, last: int, slot: Slot) -> int:
+        if check is not None:
+            check()
+        start = dec.chunk_offset(first)
+        end = object_size if last == count - 1 else dec.chunk_offset(last + 1)
+        data = memoryview(read(start, end - start))
+        if len(data) != end - start:
+            raise IntegrityError(
+                f"truncated: reading chunks {first} to {last} gave {len(data)} of "
+                f"{end - start} bytes"
+            )
+        filled = 0
+        for n, index in enumerate(range(first, last + 1)):
+            piece = data[n * sealed_full : (n + 1) * sealed_full]
+            filled += dec.open_chunk_into(index, piece, index == count - 1, slot.outbuf[filled:])
+        return filled
+
+    output = _Output(dst, progress, plaintext_out=True)
+    workers = max(1, workers)
+    with OrderedPipeline(
         workers=workers,
-    )
-    return StreamResult(written, HEADER_LEN + read, digest)
+        depth=workers + 2,
+        in_len=0,  # each job reads its own batch
+        out_len=per_batch * sealed_full,
+        deliver=output,
+        beside=digest,
+        name="distsync-fetch",
+    ) as pipe:
+        for first in range(first_chunk, count, per_batch):
+            last = min(first + per_batch, count) - 1
+            task = functools.partial(open_batch, first, last)
+            pipe.submit(pipe.next_slot(), task, size_in=0, tag=0)
+        pipe.join()
+    return output.written

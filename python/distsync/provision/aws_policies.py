@@ -192,11 +192,11 @@ def build_policies(
             },
             {
                 # The marker's hint and the log entries (encrypted manifests) are what versioning
-                # and idempotent uploads need to read.
+                # and idempotent uploads need to read; the store record tells a wrong secret.
                 "Sid": "ReadLogAndMarker",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
-                "Resource": [keys("log/*"), keys("marker")],
+                "Resource": [keys("log/*"), keys("marker"), keys("store")],
             },
             {
                 "Sid": "ListLog",
@@ -296,6 +296,14 @@ def setup_admin_policy(partition: str = "aws") -> dict[str, Any]:
                     "iam:DeleteAccessKey",
                 ],
                 "Resource": users,
+            },
+            {
+                # The store record setup writes under the prefix (and reads, so that a store
+                # is never replaced by accident).
+                "Sid": "StoreRecord",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": buckets + "/*/store",
             },
         ],
     }

@@ -9,8 +9,11 @@ from typing import Any
 from distsync.config import Config
 from distsync.crypto.secret import generate_secret
 from distsync.fsutil import local_io_error
-from distsync.provision.configs import refuse_overwrite, write_pair
+from distsync.layout import Layout
+from distsync.provision.configs import refuse_overwrite
 from distsync.provision.options import DEFAULT_LOCAL_BUCKET, SetupOptions, SetupResult
+from distsync.provision.record import refuse_existing_store, write_configs_and_record
+from distsync.storage.local import LocalStore
 
 __all__ = ["local_in_place", "run_local_setup"]
 
@@ -24,13 +27,23 @@ def run_local_setup(
         Path(bucket).mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise local_io_error("create", bucket, exc) from None
+    store, layout = LocalStore(Path(bucket)), Layout()
+    refuse_existing_store(options, store, layout)
     uploader: dict[str, Any] = {
         "SharedSecret": generate_secret(),
         "StorageBucket": bucket,
         "Storage": "Local",
     }
     daemon = dict(uploader, OutputDir=output_dir)
-    write_pair(options, (upload_path, uploader), (daemon_path, daemon))
+    # A directory's create is link(): atomic.
+    write_configs_and_record(
+        options,
+        store,
+        layout,
+        {"atomic_create": True},
+        (upload_path, uploader),
+        (daemon_path, daemon),
+    )
     return SetupResult("local", bucket, upload_path, daemon_path)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from distsync.config import Config, load_config
 from distsync.crypto.secret import generate_secret
 from distsync.errors import DistsyncError
+from distsync.layout import Layout
 from distsync.provision.aws_apply import AccessKey, apply_setup
 from distsync.provision.aws_client import AwsClients, connect
 from distsync.provision.aws_destroy import DestroyOutcome, destroy
@@ -24,8 +25,10 @@ from distsync.provision.aws_policies import (
     validate_setup_id,
 )
 from distsync.provision.aws_state import SetupPlan, SetupSpec, plan_setup
-from distsync.provision.configs import refuse_overwrite, write_pair
+from distsync.provision.configs import refuse_overwrite
 from distsync.provision.options import DestroyOptions, Say, SetupOptions, SetupResult, silent
+from distsync.provision.record import refuse_existing_store, write_configs_and_record
+from distsync.storage.s3 import S3Store
 
 __all__ = ["run_destroy", "run_s3_setup", "s3_in_place"]
 
@@ -59,9 +62,13 @@ def run_s3_setup(
         f"setup {setup_id} as {plan.caller_arn or 'unknown identity'} "
         f"(credentials from {clients.credential_source})"
     )
+    store = S3Store(clients.s3, plan.bucket, endpoint=options.endpoint)
+    layout = Layout(plan.prefix)
     if plan.fresh:
         # Before any change: a refusal here must not leave a bucket or users behind.
         refuse_overwrite(options, upload_path, daemon_path)
+        if plan.bucket_exists:
+            refuse_existing_store(options, store, layout)
     notes: list[str] = []
     if region != plan.region:
         notes.append(f"bucket {plan.bucket} is in {plan.region}, not {region}: using {plan.region}")
@@ -87,7 +94,15 @@ def run_s3_setup(
             OutputDir=output_dir,
             AwsCreds=_aws_table(plan, options.endpoint, keys["daemon"]),
         )
-        write_pair(options, (upload_path, uploader), (daemon_path, daemon))
+        # S3 has honoured If-None-Match: * since 2024, as the test servers do.
+        write_configs_and_record(
+            options,
+            store,
+            layout,
+            {"atomic_create": True},
+            (upload_path, uploader),
+            (daemon_path, daemon),
+        )
 
     outcome = apply_setup(clients, plan, say=say, warn=warn, finish=write_configs)
     if not plan.require_conditional_log:

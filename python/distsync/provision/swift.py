@@ -22,9 +22,11 @@ from typing import Any
 from distsync.config import Config, SwiftCreds
 from distsync.crypto.secret import generate_secret
 from distsync.errors import DistsyncError, NotFoundError, StorageError, UsageError
+from distsync.layout import Layout
 from distsync.provision.aws_policies import new_setup_id, normalize_prefix
-from distsync.provision.configs import refuse_overwrite, write_pair
+from distsync.provision.configs import refuse_overwrite
 from distsync.provision.options import Say, SetupOptions, SetupResult, SwiftSetup
+from distsync.provision.record import refuse_existing_store, write_configs_and_record
 from distsync.storage.swift import (
     DAEMONS_SUFFIX,
     SEGMENTS_SUFFIX,
@@ -228,6 +230,8 @@ def run_swift_setup(
     say(f"setup as {uploader_creds.username} at {uploader.description}")
     notes: list[str] = []
     existing = _container_headers(uploader, container) is not None
+    if existing:
+        refuse_existing_store(options, uploader, Layout(prefix))
     _apply_acls(uploader, container_acls(container, referent), say)
     if existing and next(iter(uploader.list_after(prefix + "log/", "")), None):
         notes.append(
@@ -252,8 +256,12 @@ def run_swift_setup(
         "Storage": "Swift",
         "Prefix": prefix.rstrip("/"),
     }
-    write_pair(
+    # Native Swift's If-None-Match: * is not atomic (storage/probe.py).
+    write_configs_and_record(
         options,
+        uploader,
+        Layout(prefix),
+        {"atomic_create": False},
         (upload_path, dict(common, SwiftCreds=creds_table(uploader_creds))),
         (
             daemon_path,

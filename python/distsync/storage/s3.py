@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from distsync.config import Config
-from distsync.errors import FormatError, NotFoundError, StorageError
+from distsync.errors import AccessDeniedError, FormatError, NotFoundError, StorageError
 from distsync.storage.base import SMALL_OBJECT_LIMIT, too_large
 
 __all__ = ["DEFAULT_PART_SIZE", "MAX_PARTS", "S3Store", "part_size_for"]
@@ -163,7 +163,7 @@ class S3Store:
             if code == "NoSuchBucket":
                 return StorageError(f"{desc}: the bucket does not exist (create it first)")
             if code in _DENIED or status == 403:
-                return StorageError(
+                return AccessDeniedError(
                     f"{desc}: access denied: cannot {action} {key} "
                     "(the identity's policy does not allow it)"
                 )

@@ -93,7 +93,7 @@ def bdecode(data: bytes) -> Any:
     """Strict decoder (dict keys as bytes); FormatError on anything malformed or trailing."""
     try:
         value, end = _decode(data, 0)
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, RecursionError):  # RecursionError: lists nested deep
         raise FormatError("torrent metadata is not valid bencoding") from None
     if end != len(data):
         raise FormatError("torrent metadata has trailing bytes")

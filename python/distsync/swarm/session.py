@@ -176,6 +176,7 @@ class Swarm:
         workers: int = 4,
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        mode_mask: int = 0o777,
     ) -> FetchResult:
         """``fetch_version``'s drop-in: through the swarm, else by ranged GETs from ``store``.
 
@@ -189,6 +190,7 @@ class Swarm:
             return fetch_version(
                 source, secret, version, dest,
                 workers=workers, progress=progress, should_stop=should_stop,
+                mode_mask=mode_mask,
             )  # fmt: skip
 
         if manifest.torrent is None:

@@ -10,10 +10,11 @@ continued: its whole chunks are kept and re-read into the SHA-256, which still h
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
-import queue
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +25,12 @@ from distsync.crypto import stream
 from distsync.errors import DistsyncError, IntegrityError
 from distsync.fsutil import PART_SUFFIX, atomic_output
 from distsync.manifest import Version
-from distsync.transfer.parallel import ordered_map
 
 __all__ = ["ChunkSource", "FetchResult", "Interrupted", "fetch_version"]
 
 log = logging.getLogger(__name__)
 
-# One ranged GET per batch of whole chunks; memory is about (workers + 1) x 2 batches.
+# One ranged GET per batch of whole chunks; memory is about (workers + 2) x 2 batches.
 _BATCH_BYTES = 4 << 20
 
 
@@ -63,6 +63,15 @@ def part_path(dest: Path, version: Version) -> Path:
     return dest.parent / f".{dest.name}.v{version.seq}{PART_SUFFIX}"
 
 
+def _other_parts(dest: Path, part: Path) -> list[Path]:
+    """Part files of other versions of ``dest``'s name, and of no other name: the name is
+    escaped for the glob (a name may hold ``*`` or ``[``) and matched exactly after it (the
+    part of a name like ``a.v9`` must not count as one of ``a``)."""
+    exact = re.compile(re.escape(f".{dest.name}.v") + r"[0-9]+" + re.escape(PART_SUFFIX))
+    found = dest.parent.glob(f"{glob.escape('.' + dest.name)}.v*{PART_SUFFIX}")
+    return [path for path in found if path != part and exact.fullmatch(path.name)]
+
+
 def _resume(out: BinaryIO, chunk_size: int, count: int, digest: Any) -> int:
     """Keep the whole chunks a crashed fetch already wrote; returns how many. Their bytes are
     fed to the digest, so the final SHA-256 check still covers the whole file."""
@@ -89,7 +98,10 @@ def fetch_version(
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    mode_mask: int = 0o777,
 ) -> FetchResult:
+    """Fetch ``version`` to ``dest``, with the manifest's file mode masked by ``mode_mask``
+    (setuid, setgid and sticky bits only when the caller allows them)."""
     started = time.monotonic()
     manifest = version.manifest
     key = manifest.object_key
@@ -109,11 +121,11 @@ def fetch_version(
         raise IntegrityError(f"version {version.version_id}: chunk size differs from the manifest")
 
     part = part_path(dest, version)
-    for other in dest.parent.glob(f".{dest.name}.v*{PART_SUFFIX}"):
-        if other != part:  # a crashed fetch of a version that is no longer wanted
-            with contextlib.suppress(OSError):
-                other.unlink()
-    args = (store, decryptor, version, dest, part, workers, progress, should_stop, started)
+    for other in _other_parts(dest, part):  # crashed fetches of versions no longer wanted
+        with contextlib.suppress(OSError):
+            other.unlink()
+    mode = manifest.mode & mode_mask & 0o7777
+    args = (store, decryptor, version, dest, part, mode, workers, progress, should_stop, started)
     resuming = part.exists()
     try:
         return _fetch(*args)
@@ -132,6 +144,7 @@ def _fetch(
     version: Version,
     dest: Path,
     part: Path,
+    mode: int,
     workers: int,
     progress: Callable[[int], None] | None,
     should_stop: Callable[[], bool],
@@ -140,54 +153,35 @@ def _fetch(
     manifest = version.manifest
     key = manifest.object_key
     count = stream.chunk_count(manifest.size, manifest.chunk_size)
-    sealed_full = manifest.chunk_size + stream.CHUNK_OVERHEAD
-    per_batch = max(1, _BATCH_BYTES // sealed_full)
-    # Plaintext buffers are reused: a batch is decrypted into one, written, and handed back.
-    spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-    for _unused in range(workers + 1):
-        spare.put(bytearray(per_batch * sealed_full))
 
-    def fetch_batch(indices: range) -> tuple[bytearray, int]:
+    def read(start: int, length: int) -> bytes:
+        return store.get_range(key, start, length)
+
+    def check() -> None:
         if should_stop():
             raise Interrupted("stopped before the transfer finished")
-        start = decryptor.chunk_offset(indices[0])
-        last = indices[-1] == count - 1
-        end = manifest.object_size if last else decryptor.chunk_offset(indices[-1] + 1)
-        data = memoryview(store.get_range(key, start, end - start))
-        if len(data) != end - start:
-            raise IntegrityError(f"version {version.version_id}: stored object is truncated")
-        plain = spare.get()
-        try:
-            filled = 0
-            for n, index in enumerate(indices):
-                piece = data[n * sealed_full : (n + 1) * sealed_full]
-                filled += decryptor.open_chunk_into(
-                    index, piece, index == count - 1, memoryview(plain)[filled:]
-                )
-        except BaseException:
-            spare.put(plain)
-            raise
-        return plain, filled
 
     digest = hashlib.sha256()
-    with atomic_output(dest, mode=manifest.mode & 0o7777, part=part) as out:
+    with atomic_output(dest, mode=mode, part=part) as out:
         kept = _resume(out, manifest.chunk_size, count, digest)
         if kept:
             log.info("%s: continuing a download after %d chunks", dest.name, kept)
         written = kept * manifest.chunk_size
         if progress is not None and written:
             progress(written)
-        batches = [
-            range(first, min(first + per_batch, count)) for first in range(kept, count, per_batch)
-        ]
-        for plain, filled in ordered_map(fetch_batch, batches, workers=workers, inflight=workers):
-            view = memoryview(plain)[:filled]
-            digest.update(view)
-            out.write(view)
-            spare.put(plain)
-            written += filled
-            if progress is not None:
-                progress(filled)
+        # Ranged reads, chunk verification, decryption, the SHA-256 and the writes overlap.
+        written += stream.decrypt_ranges(
+            decryptor,
+            read,
+            manifest.object_size,
+            out,
+            first_chunk=kept,
+            digest=digest.update,
+            progress=progress,
+            workers=workers,
+            check=check,
+            batch_bytes=_BATCH_BYTES,
+        )
         if written != manifest.size or digest.hexdigest() != manifest.sha256:
             raise IntegrityError(
                 f"version {version.version_id}: content does not match the manifest's SHA-256"

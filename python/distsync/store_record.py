@@ -1,0 +1,200 @@
+"""The store record: which store this is, sealed under the fleet's SharedSecret.
+
+``distsync setup`` writes ``{prefix}store`` when it creates a store, sealed like every other
+record (``distsync.sealed``)::
+
+    {"store_id": "<32 hex digits>", "format": 1, "created_at": 1767225600.0,
+     "capabilities": {"atomic_create": true}}
+
+It answers two questions nothing else in the bucket can:
+
+- *Is this config's secret the store's?* A record that does not open means a different
+  SharedSecret (or an altered record), where an empty-looking store would otherwise be all a
+  user saw. Every door (CLI, modules, daemon) checks it first: exit 3.
+- *Is this still the store a daemon followed?* The id is random per setup, so a store
+  re-created at the same bucket and prefix (a new log starting at 1) is told apart from the
+  old one; the daemon's state is bound to it (``state.DaemonState.follow_store``).
+
+The body is forward compatible: readers ignore keys, and capability names, they do not know.
+A store set up before records existed has none: it keeps working, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from distsync.errors import AccessDeniedError, FormatError, IntegrityError, NotFoundError
+from distsync.layout import Layout
+from distsync.sealed import RecordKind, open_sealed, seal_record_body
+from distsync.storage.base import Store
+
+__all__ = [
+    "CAPABILITIES",
+    "FORMAT_VERSION",
+    "Capability",
+    "StoreRecord",
+    "new_store_record",
+    "open_store_record",
+    "parse_store_record",
+    "read_store_record",
+    "seal_store_record",
+    "verify_store",
+]
+
+log = logging.getLogger(__name__)
+
+STORE_RECORD = RecordKind(
+    magic=b"DSS3",
+    purpose="v3 store record",
+    label=b"distsync v3 store record",
+    noun="store record",
+    max_size=16 << 10,
+)
+FORMAT_VERSION = 1
+_STORE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class Capability:
+    """Something a store can or cannot do, as setup found it."""
+
+    kinds: tuple[type, ...]  # the JSON value's Python types
+    default: Any  # what a record written before this capability existed means
+    meaning: str
+
+    def accepts(self, value: Any) -> bool:
+        # bool is an int in Python, never what a numeric capability means.
+        if isinstance(value, bool) and bool not in self.kinds:
+            return False
+        return isinstance(value, self.kinds)
+
+
+# Adding a capability is one line here (and setup filling it in). Readers of an older version
+# ignore names they do not know, so a newer setup's record still opens everywhere.
+CAPABILITIES: dict[str, Capability] = {
+    "atomic_create": Capability(
+        (bool,), True, "a conditional create (If-None-Match: *, O_EXCL) lets only one writer win"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StoreRecord:
+    store_id: str
+    format: int
+    created_at: float
+    # Every known capability, defaults filled in for those the record does not name.
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
+
+    def capability(self, name: str) -> Any:
+        return self.capabilities.get(name, CAPABILITIES[name].default)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "store_id": self.store_id,
+            "format": self.format,
+            "created_at": self.created_at,
+            "capabilities": dict(self.capabilities),
+        }
+
+
+def new_store_record(created_at: float, capabilities: Mapping[str, Any]) -> StoreRecord:
+    """A record for a store being created now, with a fresh random id."""
+    return parse_store_record(
+        {
+            "store_id": secrets.token_hex(16),
+            "format": FORMAT_VERSION,
+            "created_at": created_at,
+            "capabilities": dict(capabilities),
+        }
+    )
+
+
+def parse_store_record(raw: Mapping[str, Any]) -> StoreRecord:
+    """Check an opened record's body (pure); FormatError names what is wrong."""
+    store_id, version = raw.get("store_id"), raw.get("format")
+    created_at, found = raw.get("created_at"), raw.get("capabilities", {})
+    if not isinstance(store_id, str) or not _STORE_ID.fullmatch(store_id):
+        raise FormatError("store record: store_id is not 32 hex digits")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FormatError("store record: format is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"this store was set up by a newer distsync (store format {version}; this version "
+            f"reads {FORMAT_VERSION}): upgrade distsync"
+        )
+    if (
+        isinstance(created_at, bool)
+        or not isinstance(created_at, (int, float))
+        or not (isinstance(created_at, int) or math.isfinite(created_at))
+    ):
+        raise FormatError("store record: created_at is not a finite number")
+    if not isinstance(found, Mapping):
+        raise FormatError("store record: capabilities is not a table")
+    capabilities: dict[str, Any] = {}
+    for name, capability in CAPABILITIES.items():
+        value = found.get(name, capability.default)
+        if not capability.accepts(value):
+            raise FormatError(f"store record: capability {name} has the wrong type")
+        capabilities[name] = value
+    return StoreRecord(store_id, version, float(created_at), capabilities)
+
+
+def seal_store_record(secret: bytes, layout: Layout, record: StoreRecord) -> bytes:
+    return seal_record_body(STORE_RECORD, secret, layout.store_record, record.body())
+
+
+def open_store_record(secret: bytes, key: str, data: bytes, where: str) -> StoreRecord:
+    """Verify and check the record stored at ``key`` of the store described by ``where``."""
+    try:
+        return parse_store_record(open_sealed(STORE_RECORD, secret, key, data))
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    except IntegrityError:
+        raise IntegrityError(
+            f"this store was set up with a different SharedSecret: the store record of "
+            f"{where} does not open with this config's secret (or it was altered)"
+        ) from None
+
+
+def read_store_record(store: Store, layout: Layout, secret: bytes) -> StoreRecord | None:
+    """The store's record, or None when it has none (a store set up before records existed).
+
+    IntegrityError with the message a user needs when this secret does not open it.
+    """
+    key = layout.store_record
+    try:
+        data = store.get(key)
+    except NotFoundError:
+        return None
+    return open_store_record(secret, key, data, store.description)
+
+
+def verify_store(store: Store, layout: Layout, secret: bytes) -> StoreRecord | None:
+    """What every door does first: fail (exit 3) when this secret is not the store's, warn
+    when the store has no record to tell. None when there is no record to go by."""
+    try:
+        record = read_store_record(store, layout, secret)
+    except AccessDeniedError:
+        # On S3 an identity that may not list a key gets "access denied" for a missing one,
+        # and an uploader policy written before store records existed may not read it at all.
+        log.warning(
+            "%s: cannot read the store record %s (none exists, or this identity's policy "
+            "predates it); a wrong SharedSecret would look like an empty store",
+            store.description,
+            layout.store_record,
+        )
+        return None
+    if record is None:
+        log.warning(
+            "%s has no store record (it was set up by an older distsync); a wrong SharedSecret "
+            "would look like an empty store",
+            store.description,
+        )
+    return record
