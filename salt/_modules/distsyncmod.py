@@ -1,5 +1,6 @@
 """
-Salt execution module for distsync: upload, list and set up, over the distsync engine.
+Salt execution module for distsync: upload (and wait for the fleet), list, fleet status and
+set up, over the distsync engine.
 
 Each function is a thin call into the same engine functions the Ansible modules of the
 ``distsync.core`` collection call; none re-implements a step. An engine error
@@ -15,6 +16,7 @@ CLI examples (masterless)::
 
     salt-call --local distsync.upload src=dist/app.tar.gz config=/etc/distsync/upload.toml
     salt-call --local distsync.list config=/etc/distsync/upload.toml name=app.tar.gz
+    salt-call --local distsync.status config=/etc/distsync/upload.toml name=app.tar.gz
     salt-call --local distsync.setup storage=local bucket=/srv/shared/bucket
 """
 
@@ -81,7 +83,16 @@ def _path(value):
     return os.path.expanduser(str(value))
 
 
-def upload(src, config="~/.distsync", name=None, force=False, test=False):
+def upload(
+    src,
+    config="~/.distsync",
+    name=None,
+    force=False,
+    test=False,
+    wait=False,
+    wait_servers=None,
+    wait_timeout=600,
+):
     """
     Encrypt ``src`` and upload it to the store ``config`` names, unless the newest version
     of the artifact already has the same plaintext SHA-256 (read from its authenticated
@@ -96,11 +107,20 @@ def upload(src, config="~/.distsync", name=None, force=False, test=False):
     force
         Upload a new version even when the content is unchanged.
     test
-        Decide only: report what would be uploaded, upload nothing.
+        Decide only: report what would be uploaded, upload nothing (and wait for nothing).
+    wait
+        Then wait until the servers report this version installed, like ``distsync upload
+        --wait``: the servers missing or failed, and why, end it with an error.
+    wait_servers
+        With ``wait``, how many servers must report it installed. Default: every live
+        server not pinned to another version.
+    wait_timeout
+        With ``wait``, give up after this many seconds. Default 600.
 
     Returns ``changed``, ``name``, ``version`` (the new version id; the existing one when
-    unchanged; None when ``test`` would upload), ``size``, ``sha256`` and ``previous`` (the
-    newest version before, or None).
+    unchanged; None when ``test`` would upload), ``size``, ``sha256``, ``previous`` (the
+    newest version before, or None) and with ``wait`` ``fleet`` (``installed``, ``wanted``,
+    ``message``).
 
     CLI Example:
 
@@ -125,8 +145,109 @@ def upload(src, config="~/.distsync", name=None, force=False, test=False):
             dry_run=bool(test),
         )
 
+    if wait:
+        _check_wait(wait_servers, wait_timeout)
     outcome = _engine(action)
-    return dict(outcome.after, changed=outcome.changed, previous=outcome.before)
+    result = dict(outcome.after, changed=outcome.changed, previous=outcome.before)
+    if wait and not test:
+        facts = outcome.after
+        try:
+            result["fleet"] = wait_for(
+                facts["name"], facts["version"], config, wait_servers, wait_timeout
+            )
+        except CommandExecutionError as exc:
+            # The upload stands; say so, so that a retry is not taken for a first upload.
+            done = "uploaded" if outcome.changed else "already had"
+            raise CommandExecutionError(
+                f"{done} {facts['name']} version {facts['version']}, then: {exc}"
+            ) from None
+    return result
+
+
+def _check_wait(servers, timeout):
+    if servers is not None and int(servers) < 1:
+        raise CommandExecutionError("distsync: wait_servers must be at least 1")
+    if float(timeout) <= 0:
+        raise CommandExecutionError("distsync: wait_timeout must be more than 0 seconds")
+
+
+def wait_for(name, version, config="~/.distsync", servers=None, timeout=600):
+    """
+    Wait until the servers report version ``version`` of ``name`` installed: the engine's
+    ``upload --wait``. Returns ``installed``, ``wanted`` and ``message``; the servers
+    missing or failed, and why, end it with an error.
+
+    servers
+        How many must report it installed. Default: every live server not pinned to
+        another version.
+    timeout
+        Give up after this many seconds. Default 600.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local distsync.wait_for app.tar.gz 42 servers=6 timeout=900
+    """
+    from distsync.config import load_config
+    from distsync.status import wait_for_upload
+    from distsync.storage import open_store
+
+    _check_wait(servers, timeout)
+    if not str(version).isdigit():
+        raise CommandExecutionError(f"distsync.wait_for: version ids are numbers, not {version!r}")
+
+    def action():
+        cfg = load_config(_path(config))
+        return wait_for_upload(
+            cfg,
+            open_store(cfg),
+            name,
+            int(version),
+            servers=None if servers is None else int(servers),
+            timeout=float(timeout),
+        )
+
+    verdict = _engine(action)
+    return {"installed": verdict.reached, "wanted": verdict.wanted, "message": verdict.message}
+
+
+def status(name=None, config="~/.distsync", version=None):
+    """
+    What the servers report (their sealed status records), as ``distsync status --json``
+    gives it: ``servers`` (each with its name, groups, state - live, stale or stopped -,
+    last_seen and per artifact the version installed, failures and marks) and
+    ``artifacts`` (per name: the version counted, how many servers have it, which are
+    failed, pinned, retrying or behind, and a one-line summary).
+
+    name
+        Only this artifact.
+    version
+        With ``name``: count this version id instead of the newest.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local distsync.status name=app.tar.gz
+    """
+    from distsync.config import load_config
+    from distsync.status import read_fleet
+    from distsync.storage import open_store
+
+    seq = None
+    if version is not None:
+        if name is None or not str(version).isdigit():
+            raise CommandExecutionError(
+                "distsync.status: version goes with a name, and version ids are numbers"
+            )
+        seq = int(version)
+
+    def action():
+        cfg = load_config(_path(config))
+        return read_fleet(cfg, open_store(cfg)).to_json(name, seq)
+
+    return _engine(action)
 
 
 def list_(name=None, config="~/.distsync"):

@@ -45,7 +45,9 @@ def _version_view(facts):
     return {key: facts.get(key) for key in ("version", "size", "sha256")}
 
 
-def uploaded(name, src, config="~/.distsync", force=False):
+def uploaded(
+    name, src, config="~/.distsync", force=False, wait=False, wait_servers=None, wait_timeout=600
+):
     """
     The newest version of the artifact ``name`` has the content of ``src``; otherwise
     ``src`` is encrypted and uploaded as its new version (idempotent by the plaintext
@@ -59,9 +61,18 @@ def uploaded(name, src, config="~/.distsync", force=False):
         The uploader's configuration. Default ``~/.distsync``.
     force
         Upload a new version even when the content is unchanged (never idempotent).
+    wait
+        Then wait until the servers report the version installed (``wait_servers`` of them,
+        default every live one; at most ``wait_timeout`` seconds): the state fails, naming
+        the servers missing or failed, when they do not. Also when nothing was uploaded.
     """
     ret = _ret(name)
     test = bool(__opts__.get("test"))
+    too_few = wait_servers is not None and int(wait_servers) < 1
+    if wait and (too_few or float(wait_timeout) <= 0):
+        # Before anything is uploaded, as distsync.upload and the CLI check them.
+        ret["comment"] = "wait_servers must be at least 1 and wait_timeout more than 0 seconds"
+        return ret
     try:
         out = __salt__["distsync.upload"](src=src, config=config, name=name, force=force, test=test)
     except CommandExecutionError as exc:
@@ -72,16 +83,28 @@ def uploaded(name, src, config="~/.distsync", force=False):
         ret["comment"] = (
             f"{name} version {out['version']} already has this content (sha256 {out['sha256']})"
         )
-        return ret
-    ret["changes"] = {"old": _version_view(out["previous"]), "new": _version_view(out)}
-    if test:
+    elif test:
+        ret["changes"] = {"old": _version_view(out["previous"]), "new": _version_view(out)}
         ret["result"] = None
         ret["comment"] = (
             f"{src} would be uploaded as {name} ({out['size']} bytes, sha256 {out['sha256']})"
         )
         return ret
-    ret["result"] = True
-    ret["comment"] = f"{src} uploaded as {name} version {out['version']}"
+    else:
+        ret["changes"] = {"old": _version_view(out["previous"]), "new": _version_view(out)}
+        ret["result"] = True
+        ret["comment"] = f"{src} uploaded as {name} version {out['version']}"
+    if wait and not test:
+        # After the upload, which stands (and shows in changes) whatever the wait finds.
+        try:
+            fleet = __salt__["distsync.wait_for"](
+                name, out["version"], config=config, servers=wait_servers, timeout=wait_timeout
+            )
+        except CommandExecutionError as exc:
+            ret["result"] = False
+            ret["comment"] += f"; then: {exc}"
+            return ret
+        ret["comment"] += f"; {fleet['message']}"
     return ret
 
 

@@ -7,6 +7,7 @@ into the engine, and are checked against the store with the engine itself.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -272,3 +273,100 @@ def test_engine_errors_become_command_execution_errors(salt_bin: Path) -> None:
     assert proc.stdout == (
         "CommandExecutionError /etc/x.toml: SharedSecret: must be 48 characters\n"
     )
+
+
+STATUS_WAIT = """
+app.bin:
+  distsync.uploaded:
+    - src: {src}
+    - config: {config}
+    - wait: true
+    - wait_servers: 2
+    - wait_timeout: 3
+"""
+
+
+def test_status_and_wait_with_a_real_daemon(minion: Minion, store: Path, tmp_path: Path) -> None:
+    import signal
+    import sys
+    import time
+
+    import tomli_w
+    from distsync.status import read_fleet
+    from distsync.storage import open_store
+
+    daemon_conf = store.parent / "distsyncd"
+    settings = tomllib.loads(daemon_conf.read_text())
+    settings.update(NodeName="salt-node-1", StatusInterval=1, PollInterval=1, PollJitter=0)
+    settings["StateDir"] = str(tmp_path / "state")
+    daemon_conf.write_text(tomli_w.dumps(settings))
+    out_dir = Path(settings["OutputDir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed in finally
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "distsync", "daemon", "-c", str(daemon_conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, HOME=str(tmp_path / "daemon-home")),
+        start_new_session=True,
+    )
+    try:
+        cfg = load_config(store)
+        deadline = time.monotonic() + 60
+        while not read_fleet(cfg, open_store(cfg)).servers:
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
+            assert time.monotonic() < deadline, "the daemon never reported"
+            time.sleep(0.3)
+
+        src = _artifact(tmp_path, "app-1.bin", os.urandom(50_000))
+        out = minion.call(
+            "distsync.upload", f"src={src}", f"config={store}", "name=app.bin", "wait=True",
+            "wait_timeout=60",
+        )  # fmt: skip
+        assert out["changed"] is True and out["version"] == "1"
+        assert (out["fleet"]["installed"], out["fleet"]["wanted"]) == (1, 1), out["fleet"]
+        assert (out_dir / "app.bin").read_bytes() == src.read_bytes()
+
+        shown = minion.call("distsync.status", "name=app.bin", f"config={store}")
+        (server,) = shown["servers"]
+        assert server["name"] == "salt-node-1" and server["state"] == "live"
+        assert server["artifacts"]["app.bin"]["version"] == "1"
+        (summary,) = shown["artifacts"]
+        assert summary["installed"] == ["salt-node-1"], summary
+        assert _secret(store) not in json.dumps(shown)
+
+        # Two servers wanted, one exists: the upload stands, the state fails and says why.
+        src.write_bytes(os.urandom(50_000))
+        rc, results, output = minion.state(STATUS_WAIT.format(src=src, config=store))
+        result = results["app.bin"]
+        assert rc != 0 and result["result"] is False, output
+        assert result["changes"]["new"]["version"] == "2"
+        assert "uploaded as app.bin version 2; then: timed out after 3 s" in result["comment"]
+        assert [v["version"] for v in _versions(store)] == ["2", "1"]
+
+        proc = minion.run("distsync.wait_for", "app.bin", "2", f"config={store}", "servers=0")
+        assert proc.returncode != 0
+        assert "wait_servers must be at least 1" in proc.stdout + proc.stderr
+
+        # Bad wait options are refused before anything is uploaded, by the module and the state.
+        src.write_bytes(os.urandom(50_000))
+        proc = minion.run(
+            "distsync.upload", f"src={src}", f"config={store}", "name=app.bin", "wait=True",
+            "wait_servers=0",
+        )  # fmt: skip
+        assert proc.returncode != 0
+        assert "wait_servers must be at least 1" in proc.stdout + proc.stderr
+        bad_state = STATUS_WAIT.replace("wait_servers: 2", "wait_servers: 0")
+        rc, results, output = minion.state(bad_state.format(src=src, config=store))
+        assert rc != 0 and results["app.bin"]["result"] is False, output
+        assert "wait_servers must be at least 1" in results["app.bin"]["comment"]
+        assert [v["version"] for v in _versions(store)] == ["2", "1"]
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+        log.close()
