@@ -43,6 +43,9 @@ class Minion:
             "PATH": f"{self.bin}:{os.environ['PATH']}",
             "HOME": str(self.root / "home"),
             "LANG": "C.UTF-8",
+            # Salt's loader also loads a module's .pyc from salt/_modules/__pycache__ when its
+            # source is gone: a renamed module would live on there and shadow the new one.
+            "PYTHONDONTWRITEBYTECODE": "1",
         }
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
