@@ -370,6 +370,16 @@ def test_status_and_wait_with_a_real_daemon(minion: Minion, store: Path, tmp_pat
         assert rc != 0 and results["app.bin"]["result"] is False, output
         assert "wait_servers must be at least 1" in results["app.bin"]["comment"]
         assert [v["version"] for v in _versions(store)] == ["2", "1"]
+
+        # The execution module's failed wait says the upload stands, so a retry is not taken
+        # for a first upload.
+        proc = minion.run(
+            "distsync.upload", f"src={src}", f"config={store}", "name=app.bin", "wait=True",
+            "wait_servers=2", "wait_timeout=2",
+        )  # fmt: skip
+        assert proc.returncode != 0
+        assert "uploaded app.bin version 3, then: timed out after 2 s" in proc.stderr
+        assert [v["version"] for v in _versions(store)] == ["3", "2", "1"]
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
