@@ -81,6 +81,12 @@ CASES: dict[str, dict[str, Any]] = {
             },
         ]
     },
+    "metrics": {"metrics_address": "127.0.0.1:9717"},
+    # salt/pillar.example as it stands (its placeholder secret replaced): a valid pillar.
+    "pillar_example": {
+        **yaml.safe_load((REPO / "salt" / "pillar.example").read_text())["distsync"],
+        "shared_secret": SECRET,
+    },
 }
 COMMON = {"shared_secret": SECRET, "storage_bucket": "/srv/bucket"}
 
@@ -206,6 +212,11 @@ def test_cases_reach_what_they_change(by_formula: dict[str, dict[str, str]]) -> 
     assert 'HealthCheck = ["curl", "-fsS"' in by_formula["releases"]["distsyncd.toml.j2"]
     config = by_formula["s3"]["distsyncd.toml.j2"]
     assert 'SecretKey = "s3cr3t/+="' in config and '"odd name\\"" = "7"' in config
+    assert 'MetricsAddress = "127.0.0.1:9717"' in by_formula["metrics"]["distsyncd.toml.j2"]
+    assert "MetricsAddress" not in by_formula["defaults"]["distsyncd.toml.j2"]
+    example = by_formula["pillar_example"]
+    assert 'OnUpdate = ["/usr/local/bin/deploy-app"]' in example["distsyncd.toml.j2"]
+    assert "WatchdogSec=60s" in example["distsync.service.j2"]
 
 
 def test_formula_defaults_are_the_roles(tmp_path: Path) -> None:
