@@ -222,6 +222,8 @@ def status(name=None, config="~/.distsync", version=None):
 
     name
         Only this artifact.
+    config
+        A distsync configuration (the uploader's or a server's). Default ``~/.distsync``.
     version
         With ``name``: count this version id instead of the newest.
 
