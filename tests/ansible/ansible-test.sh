@@ -5,7 +5,9 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${VENV:-$repo/.venv}
-scratch=${DISTSYNC_ANSIBLE_TEST_DIR:-${TMPDIR:-/tmp}/distsync-ansible-test}
+# One scratch tree per checkout: two checkouts testing at once must not delete each other's.
+checkout_id=$(printf %s "$repo" | sha256sum | cut -c1-12)
+scratch=${DISTSYNC_ANSIBLE_TEST_DIR:-${TMPDIR:-/tmp}/distsync-ansible-test-$checkout_id}
 dest=$scratch/ansible_collections/distsync/core
 rm -rf "$dest"
 mkdir -p "$dest"
