@@ -35,6 +35,7 @@ from distsync.storage import open_store
 if TYPE_CHECKING:  # only for annotations of the fleet-status code below
     from distsync.status.fleet import Verdict
     from distsync.storage.base import Store
+    from distsync.upload import Target
 
 __all__ = ["main"]
 
@@ -160,6 +161,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
     _check_wait_options(args)
+    target = _target(args)
     uploaded: list[tuple[str, int]] = []  # (name, version) to wait for
     # Every file is checked before anything is written: no half-done batch.
     named = [(Path(name), check_source(Path(name), args.name)) for name in args.files]
@@ -167,7 +169,14 @@ def cmd_upload(args: argparse.Namespace) -> int:
     for path, name in named:
         progress = Progress(f"upload {name}", _input_size(str(path)))
         outcome = upload_if_changed(
-            cfg, catalog.store, catalog, path, name=name, force=args.force, progress=progress
+            cfg,
+            catalog.store,
+            catalog,
+            path,
+            name=name,
+            force=args.force,
+            progress=progress,
+            target=target,
         )
         progress.close()
         facts = outcome.after
@@ -185,6 +194,31 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if args.wait:
         _wait_for_fleet(cfg, catalog.store, uploaded, args)
     return 0
+
+
+def _target(args: argparse.Namespace) -> Target:
+    """``--to``, ``--waves`` and ``--wave-wait``, checked before anything is uploaded."""
+    from distsync.rollout.plan import MAX_GROUPS, MAX_WAVE_WAIT, Rollout, parse_waves
+    from distsync.upload import Target
+
+    to = None
+    if args.to:
+        to = tuple(dict.fromkeys(group.strip() for group in args.to))
+        if len(to) > MAX_GROUPS or not all(0 < len(g) <= 255 and g.isprintable() for g in to):
+            raise UsageError(f"--to takes 1 to {MAX_GROUPS} group names")
+    if args.wave_wait is not None and args.waves is None:
+        raise UsageError("--wave-wait goes with --waves")
+    rollout = None
+    if args.waves is not None:
+        try:
+            waves = parse_waves(args.waves)
+        except ValueError as exc:
+            raise UsageError(f"--waves: {exc}") from None
+        wait = args.wave_wait or 0.0
+        if not 0 <= wait <= MAX_WAVE_WAIT:
+            raise UsageError(f"--wave-wait must be from 0 to {MAX_WAVE_WAIT:.0f} seconds")
+        rollout = Rollout(waves, wait)
+    return Target(to, rollout)
 
 
 def _check_wait_options(args: argparse.Namespace) -> None:
@@ -433,6 +467,27 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_target_options(upload: argparse.ArgumentParser) -> None:
+    group = upload.add_argument_group("targeting and staged rollout (docs/rollout.md)")
+    group.add_argument(
+        "--to",
+        action="append",
+        metavar="GROUP",
+        help="only servers in this group install it (repeatable: any of the groups)",
+    )
+    group.add_argument(
+        "--waves",
+        metavar="SIZES",
+        help="install in waves of these cumulative sizes, e.g. 1,10%%,50%%,100%%",
+    )
+    group.add_argument(
+        "--wave-wait",
+        type=float,
+        metavar="SECONDS",
+        help="with --waves: wait this long after a wave is healthy before the next",
+    )
+
+
 def _add_wait_options(upload: argparse.ArgumentParser) -> None:
     wait = upload.add_argument_group("waiting for the fleet (exit 6 if it does not get there)")
     wait.add_argument(
@@ -561,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="upload even when the newest version of the name has the same content",
     )
+    _add_target_options(upload)
     _add_wait_options(upload)
     upload.set_defaults(handler=cmd_upload)
 

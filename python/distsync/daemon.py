@@ -41,6 +41,7 @@ from distsync.layout import Layout
 from distsync.manifest import Manifest, Version
 from distsync.release.manager import Releases
 from distsync.release.state import ActivationOutcome
+from distsync.rollout.gate import RolloutGate
 from distsync.state import (
     DaemonState,
     Installed,
@@ -120,6 +121,9 @@ class Daemon:
             expect_silence=self._expect_silence,
         )
         self.pins = self.releases.plain_pins()
+        # Targeting and staged rollouts (distsync.rollout): which versions are for this
+        # server, and when one with waves may be installed.
+        self.gate = RolloutGate(cfg, self.store)
 
     def _store_calls_end(self) -> bool:
         """Whether store calls in flight give up now: on a stop request, after the farewell."""
@@ -177,7 +181,11 @@ class Daemon:
             report.failed.append(str(exc))
             self.fleet.poll_failed(str(exc))
             return report
-        plain = [v for v in found if not self.releases.claims(v.manifest.name)]
+        plain = [
+            v
+            for v in found
+            if not self.releases.claims(v.manifest.name) and self.gate.for_me(v.manifest)
+        ]
         tried: set[int] = set()
         # A version rejected now is passed over by the next plan: another round installs what
         # takes its place (the older genuine version of a deleted file).
@@ -189,6 +197,8 @@ class Daemon:
                 if self.stop.is_set():
                     break
                 tried.add(version.seq)
+                if not self.gate.admit(version, now):
+                    continue  # its wave's turn has not come (or the rollout is halted)
                 self._install(state, version, report, now)
                 self.state_file.save(state)
         self._releases_from_store(found, report, whole_log=listed_from == 0)
@@ -281,7 +291,9 @@ class Daemon:
         # is listed again next time, so a genuine entry that later takes a lower number than
         # the junk (once it is removed) is still seen.
         state.last_seq = max([state.last_seq, *(version.seq for version in found)])
-        state.note_found(v for v in found if not self.releases.claims(v.manifest.name))
+        plain = [v for v in found if not self.releases.claims(v.manifest.name)]
+        state.note_found(v for v in plain if self.gate.for_me(v.manifest))
+        self._note_skipped(state, [v for v in plain if not self.gate.for_me(v.manifest)])
         state.forget_superseded_rejections(self.pins)
         wanted: dict[int, set[str]] = {}
         for source in (state.retry, state.behind(self._pins(), now), lost):
@@ -298,6 +310,15 @@ class Daemon:
                 self._take(state, seq, Rejected(seq, "", str(exc)), found, now)
         self._check_pins(state, found)
         return found
+
+    def _note_skipped(self, state: DaemonState, versions: list[Version]) -> None:
+        """Versions not for this server: recorded ("not targeted" in its status record),
+        never installed, and never wanted again (they stay out of ``state.newest``)."""
+        for version in versions:
+            name = version.manifest.name
+            if version.seq > state.skipped.get(name, 0):
+                state.skipped[name] = version.seq
+                log.info("%s version %s is not for this server", name, version.version_id)
 
     def _take(
         self,
