@@ -33,8 +33,7 @@ from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
 
 if TYPE_CHECKING:  # only for annotations of the fleet-status code below
-    from distsync.status.fleet import Verdict
-    from distsync.storage.base import Store
+    from distsync.status.fleet import FleetView, Verdict
     from distsync.upload import Target
 
 __all__ = ["main"]
@@ -192,7 +191,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         )
         uploaded.append((facts["name"], int(facts["version"])))
     if args.wait:
-        _wait_for_fleet(cfg, catalog.store, uploaded, args)
+        _wait_for_fleet(cfg, catalog, uploaded, args)
     return 0
 
 
@@ -231,11 +230,13 @@ def _check_wait_options(args: argparse.Namespace) -> None:
 
 
 def _wait_for_fleet(
-    cfg: Config, store: Store, versions: list[tuple[str, int]], args: argparse.Namespace
+    cfg: Config, catalog: Catalog, versions: list[tuple[str, int]], args: argparse.Namespace
 ) -> None:
     """``upload --wait``: until the servers report each version installed (exit 6 if not)."""
+    from distsync.rollout.command import halted_check
     from distsync.status import wait_for_upload
 
+    store = catalog.store
     deadline = time.monotonic() + args.timeout
     on_terminal = sys.stderr.isatty()
     for name, seq in versions:
@@ -254,6 +255,7 @@ def _wait_for_fleet(
                 servers=args.servers,
                 timeout=max(deadline - time.monotonic(), 0.5),
                 progress=show,
+                halted=halted_check(cfg, catalog, catalog.read(seq)),
             )
         finally:
             if on_terminal:
@@ -281,6 +283,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else view.names()
     targets = {name: seq if seq is not None else view.target(name) for name in names}
     for line in render(view, names, targets):
+        print(line)
+    for line in _rollout_lines(cfg, view, targets):
+        print(line)
+    return 0
+
+
+def _rollout_lines(cfg: Config, view: FleetView, targets: dict[str, int | None]) -> list[str]:
+    """'app.tar.gz version 42: halted at wave 1: srv-3 failed: <reason>' for each version
+    shown whose staged rollout is halted."""
+    from distsync.rollout.command import view_of
+
+    catalog = Catalog.open(cfg)
+    lines = []
+    for name, seq in targets.items():
+        if seq is None:
+            continue
+        try:
+            version = catalog.read(seq)
+        except DistsyncError:
+            continue  # not in the log (any more): nothing to say about its rollout
+        if version.manifest.name != name or version.manifest.staged() is None:
+            continue
+        halted = view_of(cfg, catalog, version, view).halted()
+        if halted is not None:
+            lines.append(f"{name} version {seq}: {halted}")
+    return lines
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from distsync.rollout.command import rollout_command
+
+    if args.halt and args.resume:
+        raise UsageError("--halt and --continue go one at a time")
+    for line in rollout_command(
+        _config(args), args.name, as_json=args.json, halt=args.halt, resume=args.resume
+    ):
         print(line)
     return 0
 
@@ -355,8 +393,11 @@ def cmd_rollback_or_resume(args: argparse.Namespace) -> int:
         raise UsageError(f"--to {to!r}: a version id is a number (see `distsync releases`)")
     timeout = args.wait
     if timeout is None:  # a poll, a health check, and time to spare
-        timeout = cfg.poll_interval + cfg.poll_jitter + 60 + max(
-            (spec.health_timeout for spec in cfg.releases), default=0
+        timeout = (
+            cfg.poll_interval
+            + cfg.poll_jitter
+            + 60
+            + max((spec.health_timeout for spec in cfg.releases), default=0)
         )
     row = send_request(
         cfg,
@@ -627,6 +668,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
 
+    roll = sub.add_parser(
+        "rollout", help="the waves of the newest version of a name; halt or continue them"
+    )
+    _add_config_option(roll)
+    roll.add_argument("name", metavar="NAME")
+    roll.add_argument("--json", action="store_true")
+    roll.add_argument(
+        "--halt", action="store_true", help="stop the rollout: no further server installs it"
+    )
+    roll.add_argument("--continue", dest="resume", action="store_true", help="lift a --halt")
+    roll.set_defaults(handler=cmd_rollout)
+
     lst = sub.add_parser("list", help="list artifacts and versions, newest first")
     _add_config_option(lst)
     lst.add_argument("name", nargs="?", help="only versions of this name")
@@ -659,8 +712,11 @@ def _add_release_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         ("rollback", "switch current to the previous kept release (or --to VERSION) and hold it"),
         ("resume", "lift a rollback's hold: the newest healthy version is installed again"),
     ):
-        parser = sub.add_parser(command, help=text, description=text + ". The running daemon "
-                                "applies it within a poll interval.")
+        parser = sub.add_parser(
+            command,
+            help=text,
+            description=text + ". The running daemon applies it within a poll interval.",
+        )
         _add_config_option(parser)
         parser.add_argument("name", help="a Match pattern, a Dir, or an artifact name")
         if command == "rollback":

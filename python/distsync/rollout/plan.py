@@ -72,10 +72,7 @@ def wave_sizes(waves: Sequence[str], candidates: int) -> list[int]:
     """Cumulative sizes for ``candidates`` servers: never decreasing, never above it."""
     sizes, previous = [], 0
     for wave in waves:
-        if wave.endswith("%"):
-            size = math.ceil(int(wave[:-1]) * candidates / 100)
-        else:
-            size = int(wave)
+        size = math.ceil(int(wave[:-1]) * candidates / 100) if wave.endswith("%") else int(wave)
         previous = max(previous, min(size, candidates))
         sizes.append(previous)
     return sizes

@@ -155,9 +155,7 @@ class FleetView:
             group = [s for s in counted if s.state == state]
             if group:
                 parts.append(f"{state}: {self._listing(group)}")
-        quiet = [
-            s for s in self.standings(name, seq) if s not in counted and s.state != UNTARGETED
-        ]
+        quiet = [s for s in self.standings(name, seq) if s not in counted and s.state != UNTARGETED]
         if quiet:
             parts.append(f"not reporting: {self._listing(quiet, seen='first')}")
         return "; ".join(parts)
@@ -169,9 +167,7 @@ class FleetView:
         reached = [s for s in standings if s.state in REACHED]
         failed = [s for s in standings if s.state in FAILED]
         if servers is None:
-            wanted_set = [
-                s for s in standings if s.live and s.state not in ("pinned", UNTARGETED)
-            ]
+            wanted_set = [s for s in standings if s.live and s.state not in ("pinned", UNTARGETED)]
             wanted = len(wanted_set)
             missing = [s for s in wanted_set if s.state not in REACHED]
             done = bool(wanted_set) and not missing
