@@ -160,7 +160,7 @@ class Daemon:
             full_list
             or lost
             or state.retry
-            or state.behind(self._pins(), now)
+            or any(not self.gate.resting(seq) for seq in state.behind(self._pins(), now).values())
             or state.due_rejections(now, 1)
             or self.releases.needs_store()
         )

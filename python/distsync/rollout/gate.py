@@ -48,9 +48,15 @@ class RolloutGate:
         self._read_at = -math.inf
         self._halted_by: dict[int, str | None] = {}
         self._said: dict[str, str] = {}  # name -> the last reason logged
+        self._held: set[int] = set()  # versions the last decision held back
 
     def for_me(self, manifest: Manifest) -> bool:
         return name_wanted(self.names, manifest.name) and targets(manifest.to, self.groups)
+
+    def resting(self, seq: int) -> bool:
+        """Whether version ``seq`` was held back and no new decision is due: the daemon's
+        poll then need not read the log or the manifest again for it."""
+        return seq in self._held and self._clock() - self._read_at < self.every
 
     def admit(self, version: Version, now: float) -> bool:
         """Whether this server may install ``version`` now (logged when that changes)."""
@@ -61,6 +67,7 @@ class RolloutGate:
         try:
             self._refresh(version)
         except DistsyncError as exc:
+            self._held.add(version.seq)
             self._say(manifest.name, f"{manifest.name} version {version.seq} waits: cannot "
                       f"read the fleet's status records ({exc})")  # fmt: skip
             return False
@@ -76,9 +83,11 @@ class RolloutGate:
             self._node = node_id_of(self._state_dir)
         decision: Decision = view.decide(self._node)
         if decision.install:
+            self._held.discard(version.seq)
             self._say(manifest.name, f"{manifest.name} version {version.seq}: installing "
                       f"with wave {(decision.wave or 0) + 1}")  # fmt: skip
             return True
+        self._held.add(version.seq)
         self._say(manifest.name, f"{manifest.name} version {version.seq} waits: "
                   f"{decision.reason}")  # fmt: skip
         return False
