@@ -196,28 +196,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _target(args: argparse.Namespace) -> Target:
-    """``--to``, ``--waves`` and ``--wave-wait``, checked before anything is uploaded."""
-    from distsync.rollout.plan import MAX_GROUPS, MAX_WAVE_WAIT, Rollout, parse_waves
     from distsync.upload import Target
 
-    to = None
-    if args.to:
-        to = tuple(dict.fromkeys(group.strip() for group in args.to))
-        if len(to) > MAX_GROUPS or not all(0 < len(g) <= 255 and g.isprintable() for g in to):
-            raise UsageError(f"--to takes 1 to {MAX_GROUPS} group names")
-    if args.wave_wait is not None and args.waves is None:
-        raise UsageError("--wave-wait goes with --waves")
-    rollout = None
-    if args.waves is not None:
-        try:
-            waves = parse_waves(args.waves)
-        except ValueError as exc:
-            raise UsageError(f"--waves: {exc}") from None
-        wait = args.wave_wait or 0.0
-        if not 0 <= wait <= MAX_WAVE_WAIT:
-            raise UsageError(f"--wave-wait must be from 0 to {MAX_WAVE_WAIT:.0f} seconds")
-        rollout = Rollout(waves, wait)
-    return Target(to, rollout)
+    return Target.from_options(args.to, args.waves, args.wave_wait)
 
 
 def _check_wait_options(args: argparse.Namespace) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -14,10 +14,10 @@ from typing import Any, BinaryIO
 from distsync.catalog import Catalog
 from distsync.config import Config
 from distsync.crypto import stream
-from distsync.errors import LocalIOError, UnknownArtifactError
+from distsync.errors import LocalIOError, UnknownArtifactError, UsageError
 from distsync.fsutil import ReadErrors, local_io_error
 from distsync.manifest import Manifest, Version, validate_name
-from distsync.rollout.plan import Rollout
+from distsync.rollout.plan import MAX_GROUPS, MAX_WAVE_WAIT, Rollout, parse_waves
 from distsync.storage.base import ObjectWriter, Store
 from distsync.swarm.meta import TorrentWriter, piece_length_for
 
@@ -53,6 +53,36 @@ class Target:
 
     to: tuple[str, ...] | None = None
     rollout: Rollout | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        to: Sequence[str] | None,
+        waves: str | Sequence[str] | None,
+        wave_wait: float | None,
+    ) -> Target:
+        """``--to``/``--waves``/``--wave-wait`` (and the module's ``to``/``waves``/
+        ``wave_wait``), checked before anything is uploaded: UsageError says what is wrong."""
+        groups = None
+        if to:
+            groups = tuple(dict.fromkeys(group.strip() for group in to))
+            if len(groups) > MAX_GROUPS or not all(
+                0 < len(g) <= 255 and g.isprintable() for g in groups
+            ):
+                raise UsageError(f"--to takes 1 to {MAX_GROUPS} group names")
+        if wave_wait is not None and waves is None:
+            raise UsageError("--wave-wait goes with --waves")
+        rollout = None
+        if waves is not None:
+            try:
+                parsed = parse_waves(waves)
+            except ValueError as exc:
+                raise UsageError(f"--waves: {exc}") from None
+            wait = wave_wait or 0.0
+            if not 0 <= wait <= MAX_WAVE_WAIT:
+                raise UsageError(f"--wave-wait must be from 0 to {MAX_WAVE_WAIT:.0f} seconds")
+            rollout = Rollout(parsed, float(wait))
+        return cls(groups, rollout)
 
     def same_as(self, manifest: Manifest) -> bool:
         return manifest.to == self.to and manifest.staged() == self.rollout

@@ -271,6 +271,7 @@ class FleetView:
                 "newest": None if item.newest is None else str(item.newest),
                 "hook": item.hook,
                 "pinned": server.pins.get(name),
+                "not_targeted": None if item.skipped is None else str(item.skipped),
                 "failure": None
                 if failure is None
                 else {
