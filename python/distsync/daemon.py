@@ -198,7 +198,10 @@ class Daemon:
                     break
                 tried.add(version.seq)
                 if not self.gate.admit(version, now):
-                    continue  # its wave's turn has not come (or the rollout is halted)
+                    # Its wave's turn has not come (or the rollout is halted): the next plan
+                    # does without it (a deleted file gets the version it had back).
+                    plain = [v for v in plain if v.seq != version.seq]
+                    continue
                 self._install(state, version, report, now)
                 self.state_file.save(state)
         self._releases_from_store(found, report, whole_log=listed_from == 0)
