@@ -83,6 +83,8 @@ def test_uploader_policy_allows_exactly_what_uploads_need() -> None:
         ("s3:GetObject", obj + "marker"),
         ("s3:GetObject", obj + "store"),
         ("s3:GetObject", obj + "status/*"),
+        ("s3:PutObject", obj + "rollout/*"),  # halt records (distsync rollout --halt)
+        ("s3:GetObject", obj + "rollout/*"),
         ("s3:ListBucket", "arn:aws:s3:::distsync-x"),
     }
     actions = {action for action, _ in _grants(uploader)}
