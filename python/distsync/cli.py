@@ -286,7 +286,10 @@ def _rollout_lines(cfg: Config, view: FleetView, targets: dict[str, int | None])
             continue  # not in the log (any more): nothing to say about its rollout
         if version.manifest.name != name or version.manifest.staged() is None:
             continue
-        halted = view_of(cfg, catalog, version, view).halted()
+        try:
+            halted = view_of(cfg, catalog, version, view).halted()
+        except DistsyncError as exc:  # a halt record that does not verify: say so, go on
+            halted = f"rollout unknown: {exc}"
         if halted is not None:
             lines.append(f"{name} version {seq}: {halted}")
     return lines
