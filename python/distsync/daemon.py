@@ -163,6 +163,7 @@ class Daemon:
             or any(not self.gate.resting(seq) for seq in state.behind(self._pins(), now).values())
             or state.due_rejections(now, 1)
             or self.releases.needs_store()
+            or any(not self.gate.resting(seq) for seq in state.held_releases)
         )
         if tag is None and idle:
             return report
@@ -204,7 +205,9 @@ class Daemon:
                     continue
                 self._install(state, version, report, now)
                 self.state_file.save(state)
-        self._releases_from_store(found, report, whole_log=listed_from == 0)
+        self._releases_from_store(
+            self._release_versions(state, found, now), report, whole_log=listed_from == 0
+        )
         if tag is not None:
             state.marker_tag = tag
         self.state_file.save(state)
@@ -296,7 +299,7 @@ class Daemon:
         state.last_seq = max([state.last_seq, *(version.seq for version in found)])
         plain = [v for v in found if not self.releases.claims(v.manifest.name)]
         state.note_found(v for v in plain if self.gate.for_me(v.manifest))
-        self._note_skipped(state, [v for v in plain if not self.gate.for_me(v.manifest)])
+        self._note_skipped(state, [v for v in found if not self.gate.for_me(v.manifest)])
         state.forget_superseded_rejections(self.pins)
         wanted: dict[int, set[str]] = {}
         for source in (state.retry, state.behind(self._pins(), now), lost):
@@ -520,6 +523,42 @@ class Daemon:
         self.releases.local_pass()
         self._report_activations(report)
 
+    def _release_versions(
+        self, state: DaemonState, found: list[Version], now: float
+    ) -> list[Version]:
+        """The versions for ``[[Release]]`` names to note: those for this server whose wave
+        has come. A version still waiting for its wave is kept in ``state.held_releases``
+        and read again (its manifest) once the gate has news, until it is admitted or a newer
+        version of its name takes its place."""
+        mine = [v for v in found if self.gate.for_me(v.manifest)]
+        for seq in sorted(set(state.held_releases) - {v.seq for v in mine}):
+            if self.gate.resting(seq):
+                continue
+            try:
+                mine.append(self.catalog.read(seq))
+            except DistsyncError as exc:
+                log.warning("cannot read version %d again: %s", seq, exc)
+        newest: dict[str, int] = {}
+        for v in mine:
+            if self.releases.claims(v.manifest.name):
+                newest[v.manifest.name] = max(newest.get(v.manifest.name, 0), v.seq)
+        ready = []
+        for v in mine:
+            name = v.manifest.name
+            if not self.releases.claims(name) or v.manifest.staged() is None:
+                ready.append(v)
+                continue
+            state.held_releases.pop(v.seq, None)
+            if v.seq == newest[name] and not self.gate.admit(v, now):
+                state.held_releases[v.seq] = name
+            elif v.seq == newest[name]:
+                ready.append(v)
+        # A newer version of a name replaces its held one.
+        for seq, name in list(state.held_releases.items()):
+            if newest.get(name, 0) > seq:
+                del state.held_releases[seq]
+        return ready
+
     def _releases_from_store(
         self, found: list[Version], report: CycleReport, *, whole_log: bool
     ) -> None:
@@ -537,9 +576,10 @@ class Daemon:
                 mode_mask=self.cfg.mode_mask,
             )
 
-        self.releases.store_pass(
-            self.catalog.versions, self.catalog.read, place, whole_log=whole_log
-        )
+        def versions() -> list[Version]:
+            return [v for v in self.catalog.versions() if self.gate.for_me(v.manifest)]
+
+        self.releases.store_pass(versions, self.catalog.read, place, whole_log=whole_log)
         self._report_activations(report)
 
     def _report_activations(self, report: CycleReport) -> None:

@@ -92,6 +92,8 @@ class DaemonState:
     # The newest version of each name that is not for this server (distsync.rollout:
     # ``--to`` names none of its groups, or ``Names`` leaves the name out): "not targeted".
     skipped: dict[str, int] = field(default_factory=dict)
+    # [[Release]] versions waiting for their wave (distsync.rollout): seq -> name.
+    held_releases: dict[int, str] = field(default_factory=dict)
 
     def note_found(self, versions: Iterable[Version]) -> None:
         for version in versions:
@@ -170,6 +172,7 @@ class DaemonState:
         self.newest.clear()
         self.rejected.clear()
         self.skipped.clear()
+        self.held_releases.clear()
         self.installed = {
             name: Installed(0, item.sha256, item.size) for name, item in self.installed.items()
         }
@@ -260,6 +263,9 @@ class StateFile:
                 newest={name: int(seq) for name, seq in raw.get("newest", {}).items()},
                 rejected=_load_rejected(raw.get("rejected", {})),
                 skipped={name: int(seq) for name, seq in raw.get("skipped", {}).items()},
+                held_releases={
+                    int(seq): str(name) for seq, name in raw.get("held_releases", {}).items()
+                },
             )
         except FileNotFoundError:
             return DaemonState()

@@ -216,3 +216,55 @@ def test_operator_halt_and_continue(fleet: Fleet) -> None:
     lifted = fleet.cli("rollout", ARTIFACT, "--continue")
     assert lifted.returncode == 0, lifted.stderr
     wait_for(lambda: fleet.having(sha256_file(src)) == set(GROUPS), "every server", 60, 0.2)
+
+
+def test_releases_follow_targets_and_waves(tmp_path: Path) -> None:
+    """[[Release]] names: --to reaches only its group, and a canary whose HealthCheck fails
+    (switched back) halts the rollout for the other servers."""
+    from test_releases import Releases
+
+    site = Site.create(tmp_path / "uploader")
+    groups = {"rel-web-1": "web-rel", "rel-web-2": "web-rel", "rel-batch-1": "batch-rel"}
+    servers: dict[str, Releases] = {}
+    try:
+        for name, group in groups.items():
+            server = site.sibling(tmp_path / name)
+            server.update_daemon_conf(NodeName=name, Groups=[group],
+                                      StatusInterval=STATUS_INTERVAL)  # fmt: skip
+            servers[name] = Releases(server, HealthTimeout=1.0)
+            server.start_daemon()
+        uploader = Releases(site)
+
+        def upload(number: int, healthy: bool, *args: str) -> subprocess.CompletedProcess[bytes]:
+            from test_releases import app_tarball
+
+            tarball = app_tarball(uploader.builds / f"app-{number}.tar.gz", f"v{number}", healthy)
+            return site.cli("upload", "-c", str(site.upload_conf), str(tarball), *args)
+
+        def live() -> bool:
+            proc = site.cli("status", "-c", str(site.upload_conf), "--json")
+            found = {s["name"] for s in json.loads(proc.stdout)["servers"] if s["state"] == "live"}
+            return found == set(groups)
+
+        wait_for(live, "three servers to report", 60, 0.2)
+        first = upload(1, True, "--to", "web-rel", "--wait", "--all", "--timeout", "90")
+        assert first.returncode == 0, first.stderr
+        assert b": 2 of 2 servers installed it" in first.stdout
+        assert [servers[n].current_version() for n in groups] == ["1", "1", None]
+
+        second = upload(2, False, "--to", "web-rel", "--waves", "1,100%", "--wait", "--all",
+                        "--timeout", "90")  # fmt: skip
+        assert second.returncode == 6, second
+        line = second.stderr.decode()
+        assert "halted at wave 1: rel-web-" in line and "HealthCheck exited 1" in line, line
+        canary = re.search(r"halted at wave 1: (rel-web-\d)", line)[1]  # type: ignore[index]
+        other = ({"rel-web-1", "rel-web-2"} - {canary}).pop()
+        time.sleep(4 * STATUS_INTERVAL)
+        # The canary switched back; the other web server never fetched version 2.
+        assert servers[canary].current_version() == "1"
+        assert servers[other].current_version() == "1"
+        assert all("2-app" not in kept for kept in servers[other].kept())
+        assert servers["rel-batch-1"].current_version() is None
+    finally:
+        for server in servers.values():
+            server.site.close()
