@@ -93,14 +93,16 @@ class RolloutGate:
         return False
 
     def _refresh(self, version: Version) -> None:
-        """The status records and this version's halt record, at most once per ``every``."""
+        """The status records at most once per ``every`` (shared by every waiting version),
+        and each waiting version's halt record once per such read."""
+        if self._clock() - self._read_at >= self.every:
+            self._records = self._board.read_all()
+            self._halted_by.clear()
+            self._read_at = self._clock()
         seq = version.seq
-        if self._clock() - self._read_at < self.every and seq in self._halted_by:
-            return
-        self._records = self._board.read_all()
-        halt = self._halts.read(version.manifest.name, seq)
-        self._halted_by = {seq: halt.by if halt is not None and halt.halted else None}
-        self._read_at = self._clock()
+        if seq not in self._halted_by:
+            halt = self._halts.read(version.manifest.name, seq)
+            self._halted_by[seq] = halt.by if halt is not None and halt.halted else None
 
     def _say(self, name: str, line: str) -> None:
         # A waiting version is decided again every poll: log only what changed.
