@@ -4,14 +4,17 @@ directories."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from distsync.config import load_config
 from distsync.crypto.secret import generate_secret, parse_secret
-from distsync.errors import FormatError, IntegrityError
-from distsync.manifest import MANIFEST, Manifest, open_manifest, seal_manifest
+from distsync.errors import ConfigError, FormatError, IntegrityError
+from distsync.manifest import MANIFEST, Manifest, Version, open_manifest, seal_manifest
+from distsync.rollout.gate import RolloutGate
 from distsync.rollout.halt import HALT_RECORD, Halt, HaltBoard
 from distsync.rollout.plan import (
     Rollout,
@@ -25,6 +28,7 @@ from distsync.rollout.plan import (
 from distsync.sealed import open_sealed, seal_record_body
 from distsync.status.fleet import FleetView
 from distsync.status.record import ArtifactStatus, Failure, ServerStatus
+from distsync.storage.counting import CountingStore
 from distsync.storage.local import LocalStore
 
 SECRET = parse_secret(generate_secret())
@@ -195,8 +199,8 @@ def test_view_json_and_lines() -> None:
 # -- the manifest --------------------------------------------------------------------------
 
 
-def manifest(**kw: Any) -> Manifest:
-    return Manifest(name=APP, size=3, sha256="0" * 64, object_key=OBJECTS + "x",
+def manifest(name: str = APP, **kw: Any) -> Manifest:
+    return Manifest(name=name, size=3, sha256="0" * 64, object_key=OBJECTS + "x",
                     object_size=64 + 48, chunk_size=1 << 20, uploaded_at=1.0, uploader="ci",
                     **kw)  # fmt: skip
 
@@ -266,3 +270,50 @@ def test_halt_records(tmp_path: Path) -> None:
         store.put(key, seal_record_body(HALT_RECORD, SECRET, key, body))
         with pytest.raises(FormatError, match="malformed"):
             board.read(APP, 7)
+
+
+# -- the daemon's gate and its config keys --------------------------------------------------
+
+
+def test_names_key_parses_and_bad_values_name_the_key(
+    write_config: Callable[..., Path],
+) -> None:
+    base = 'SharedSecret = "{secret}"\nStorageBucket = "b"\n'
+    cfg = load_config(write_config(base + 'Names = ["myapp-*.tar.gz", "nginx.conf"]\n'))
+    assert cfg.names == ("myapp-*.tar.gz", "nginx.conf")
+    assert load_config(write_config(base)).names is None
+    for bad in ('Names = [""]', "Names = [1]", 'Names = "x"'):
+        with pytest.raises(ConfigError, match="Names"):
+            load_config(write_config(base + bad + "\n"))
+
+
+def test_gate_reads_the_fleet_once_per_interval_for_every_waiting_version(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "bucket").mkdir()
+    cfg = load_config(write_config(
+        'SharedSecret = "{secret}"\nStorageBucket = "bucket"\nStatusInterval = 60\n'
+        f'StateDir = "{tmp_path / "state"}"\nGroups = ["web"]\nNames = ["app*"]\n'
+    ))  # fmt: skip
+    store = CountingStore(LocalStore(tmp_path / "bucket"))
+    clock = [0.0]
+    gate = RolloutGate(cfg, store, clock=lambda: clock[0])
+    staged = Rollout(("1", "100%"), 0.0).to_manifest()
+    versions = [
+        Version(seq, f"k{seq}", manifest(name=f"app-{seq}", rollout=staged)) for seq in (5, 6)
+    ]
+    for _ in range(3):  # three polls: nobody reports yet, both wait
+        assert not any([gate.admit(v, NOW) for v in versions])
+        assert gate.resting(5) and gate.resting(6)
+    assert store.requests["list"] == 1  # one listing of status/, shared
+    assert store.requests["get"] == 2  # the two halt records (absent)
+    clock[0] = 60.0  # a new decision is due: one more read
+    assert not gate.resting(5)
+    assert not any([gate.admit(v, NOW) for v in versions])
+    assert store.requests["list"] == 2
+    # Targeting is local: the manifest's groups against Groups, the name against Names.
+    assert gate.for_me(manifest(name="app-1", to=("web", "db")))
+    assert not gate.for_me(manifest(name="app-1", to=("db",)))
+    assert not gate.for_me(manifest(name="other"))
+    assert gate.admit(Version(7, "k7", manifest(name="app-7")), NOW)  # no waves: no reads
+    assert store.requests["list"] == 2
