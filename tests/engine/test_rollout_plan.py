@@ -26,6 +26,7 @@ from distsync.rollout.plan import (
     wave_sizes,
 )
 from distsync.sealed import open_sealed, seal_record_body
+from distsync.state import DaemonState, StateFile
 from distsync.status.fleet import FleetView
 from distsync.status.record import ArtifactStatus, Failure, ServerStatus
 from distsync.storage.counting import CountingStore
@@ -317,3 +318,16 @@ def test_gate_reads_the_fleet_once_per_interval_for_every_waiting_version(
     assert not gate.for_me(manifest(name="other"))
     assert gate.admit(Version(7, "k7", manifest(name="app-7")), NOW)  # no waves: no reads
     assert store.requests["list"] == 2
+
+
+def test_state_keeps_what_was_not_targeted_and_what_waits(tmp_path: Path) -> None:
+    """A restart still reports "not targeted" and still waits for a held release's wave."""
+    state_file = StateFile(tmp_path / "state.json")
+    state = DaemonState(skipped={APP: 7}, held_releases={9: "app-9.tar.gz"})
+    state_file.save(state)
+    again = state_file.load()
+    assert (again.skipped, again.held_releases) == ({APP: 7}, {9: "app-9.tar.gz"})
+    # A store set up again starts afresh: its log numbers mean other versions.
+    again.store_id = "old"
+    again.follow_store("new")
+    assert (again.skipped, again.held_releases) == ({}, {})
