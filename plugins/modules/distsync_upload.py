@@ -32,12 +32,35 @@ options:
     description: Upload a new version even when the content is unchanged.
     type: bool
     default: false
+  to:
+    description:
+      - Only servers in one of these groups (their C(Groups)) install it, like
+        C(distsync upload --to). The others report it as not targeted.
+      - The groups travel inside the encrypted manifest; no group name is stored in plaintext.
+      - Default every server.
+    type: list
+    elements: str
+    version_added: "0.2.0"
+  waves:
+    description:
+      - Install in waves of these cumulative sizes, like C(distsync upload --waves), e.g.
+        V(["1", "10%", "100%"]) or V(1,10%,100%). Each is a number of servers or a
+        percentage of the targeted live servers; the last must be V(100%).
+      - A server of a later wave installs only once every server of the earlier waves reports
+        it installed and healthy; a failure halts the rollout (see C(distsync rollout)).
+    type: list
+    elements: str
+    version_added: "0.2.0"
+  wave_wait:
+    description: With O(waves), seconds to wait after a wave is healthy before the next.
+    type: float
+    version_added: "0.2.0"
   wait:
     description:
       - After the upload (or finding the content already uploaded), wait until the servers
         report this version installed, like C(distsync upload --wait).
       - Fails with one line naming the servers missing or failed and why when a server
-        reports the version failed or O(wait_timeout) passes.
+        reports the version failed, its staged rollout is halted, or O(wait_timeout) passes.
       - Nothing is waited for in check mode.
     type: bool
     default: false
@@ -86,6 +109,15 @@ EXAMPLES = r"""
 - name: Show the version the servers will install
   ansible.builtin.debug:
     msg: "{{ published.name }} version {{ published.version }} sha256 {{ published.sha256 }}"
+
+- name: Publish to the web servers only, one canary first, then the rest five minutes later
+  distsync.core.distsync_upload:
+    src: dist/app.tar.gz
+    to: [web]
+    waves: ["1", "100%"]
+    wave_wait: 300
+    wait: true
+    wait_timeout: 1800
 
 - name: Publish and fail the job unless six servers installed it within ten minutes
   distsync.core.distsync_upload:
@@ -156,8 +188,10 @@ from ansible_collections.distsync.core.plugins.module_utils._engine import (
 def _upload(module):
     from distsync.catalog import Catalog
     from distsync.config import load_config
-    from distsync.upload import upload_if_changed
+    from distsync.upload import Target, upload_if_changed
 
+    params = module.params
+    target = Target.from_options(params["to"], params["waves"], params["wave_wait"])
     cfg = load_config(module.params["config"])
     catalog = Catalog.open(cfg)
     return upload_if_changed(
@@ -168,22 +202,27 @@ def _upload(module):
         name=module.params["name"],
         force=module.params["force"],
         dry_run=module.check_mode,
+        target=target,
     )
 
 
 def _wait(module, facts):
+    from distsync.catalog import Catalog
     from distsync.config import load_config
+    from distsync.rollout.command import halted_check
     from distsync.status import wait_for_upload
-    from distsync.storage import open_store
 
     cfg = load_config(module.params["config"])
+    catalog = Catalog.open(cfg)
+    seq = int(facts["version"])
     verdict = wait_for_upload(
         cfg,
-        open_store(cfg),
+        catalog.store,
         facts["name"],
-        int(facts["version"]),
+        seq,
         servers=module.params["wait_servers"],
         timeout=module.params["wait_timeout"],
+        halted=halted_check(cfg, catalog, catalog.read(seq)),
     )
     return dict(installed=verdict.reached, wanted=verdict.wanted, message=verdict.message)
 
@@ -200,6 +239,9 @@ def main():
             src=dict(type="path", required=True),
             name=dict(type="str"),
             force=dict(type="bool", default=False),
+            to=dict(type="list", elements="str"),
+            waves=dict(type="list", elements="str"),
+            wave_wait=dict(type="float"),
             wait=dict(type="bool", default=False),
             wait_servers=dict(type="int"),
             wait_timeout=dict(type="int", default=600),

@@ -29,13 +29,14 @@ from distsync.config import Config, default_config_path, load_config
 from distsync.crypto import codec
 from distsync.errors import DistsyncError, LocalIOError, UsageError
 from distsync.fsutil import ReadErrors, atomic_output, local_io_error
-from distsync.logorder import parse_version_id
+from distsync.logorder import parse_version_id, version_id
 from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
 
 if TYPE_CHECKING:  # only for annotations of the fleet-status code below
-    from distsync.status.fleet import Verdict
+    from distsync.status.fleet import FleetView, Verdict
     from distsync.storage.base import Store
+    from distsync.upload import Target
 
 __all__ = ["main"]
 
@@ -161,6 +162,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
     _check_wait_options(args)
+    target = _target(args)
     uploaded: list[tuple[str, int]] = []  # (name, version) to wait for
     # Every file is checked before anything is written: no half-done batch.
     named = [(Path(name), check_source(Path(name), args.name)) for name in args.files]
@@ -168,7 +170,14 @@ def cmd_upload(args: argparse.Namespace) -> int:
     for path, name in named:
         progress = Progress(f"upload {name}", _input_size(str(path)))
         outcome = upload_if_changed(
-            cfg, catalog.store, catalog, path, name=name, force=args.force, progress=progress
+            cfg,
+            catalog.store,
+            catalog,
+            path,
+            name=name,
+            force=args.force,
+            progress=progress,
+            target=target,
         )
         progress.close()
         facts = outcome.after
@@ -186,8 +195,14 @@ def cmd_upload(args: argparse.Namespace) -> int:
         if seq is not None:  # always: the id this upload (or the last) was given
             uploaded.append((facts["name"], seq))
     if args.wait:
-        _wait_for_fleet(cfg, catalog.store, uploaded, args)
+        _wait_for_fleet(cfg, catalog, uploaded, args)
     return 0
+
+
+def _target(args: argparse.Namespace) -> Target:
+    from distsync.upload import Target
+
+    return Target.from_options(args.to, args.waves, args.wave_wait)
 
 
 def _check_wait_options(args: argparse.Namespace) -> None:
@@ -200,11 +215,13 @@ def _check_wait_options(args: argparse.Namespace) -> None:
 
 
 def _wait_for_fleet(
-    cfg: Config, store: Store, versions: list[tuple[str, int]], args: argparse.Namespace
+    cfg: Config, catalog: Catalog, versions: list[tuple[str, int]], args: argparse.Namespace
 ) -> None:
     """``upload --wait``: until the servers report each version installed (exit 6 if not)."""
+    from distsync.rollout.command import halted_check
     from distsync.status import wait_for_upload
 
+    store = catalog.store
     deadline = time.monotonic() + args.timeout
     on_terminal = sys.stderr.isatty()
     for name, seq in versions:
@@ -223,6 +240,7 @@ def _wait_for_fleet(
                 servers=args.servers,
                 timeout=max(deadline - time.monotonic(), 0.5),
                 progress=show,
+                halted=halted_check(cfg, catalog, catalog.read(seq)),
             )
         finally:
             if on_terminal:
@@ -235,7 +253,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from distsync.status.table import render
 
     cfg = _config(args)
-    view = read_fleet(cfg, open_store(cfg))
+    store = open_store(cfg)
+    view = read_fleet(cfg, store)
     seq = None
     if args.version is not None:
         seq = parse_version_id(args.version)
@@ -253,6 +272,50 @@ def cmd_status(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else view.names()
     targets = {name: seq if seq is not None else view.target(name) for name in names}
     for line in render(view, names, targets):
+        print(line)
+    for line in _rollout_lines(cfg, store, view, targets):
+        print(line)
+    return 0
+
+
+def _rollout_lines(
+    cfg: Config, store: Store, view: FleetView, targets: dict[str, int | None]
+) -> list[str]:
+    """'app.tar.gz version 42: halted at wave 1: srv-3 failed: <reason>' for each version
+    shown whose staged rollout is halted."""
+    from distsync.layout import Layout
+    from distsync.rollout.command import view_of
+
+    # Each manifest read is authenticated on its own: no store record check (and none of
+    # its warnings) for a command that only reads.
+    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
+    lines = []
+    for name, seq in targets.items():
+        if seq is None:
+            continue
+        try:
+            version = catalog.read(seq)
+        except DistsyncError:
+            continue  # not in the log (any more): nothing to say about its rollout
+        if version.manifest.name != name or version.manifest.staged() is None:
+            continue
+        try:
+            halted = view_of(cfg, catalog, version, view).halted()
+        except DistsyncError as exc:  # a halt record that does not verify: say so, go on
+            halted = f"rollout unknown: {exc}"
+        if halted is not None:
+            lines.append(f"{name} version {version_id(seq)}: {halted}")
+    return lines
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from distsync.rollout.command import rollout_command
+
+    if args.halt and args.resume:
+        raise UsageError("--halt and --continue go one at a time")
+    for line in rollout_command(
+        _config(args), args.name, as_json=args.json, halt=args.halt, resume=args.resume
+    ):
         print(line)
     return 0
 
@@ -457,6 +520,27 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_target_options(upload: argparse.ArgumentParser) -> None:
+    group = upload.add_argument_group("targeting and staged rollout (docs/rollout.md)")
+    group.add_argument(
+        "--to",
+        action="append",
+        metavar="GROUP",
+        help="only servers in this group install it (repeatable: any of the groups)",
+    )
+    group.add_argument(
+        "--waves",
+        metavar="SIZES",
+        help="install in waves of these cumulative sizes, e.g. 1,10%%,50%%,100%%",
+    )
+    group.add_argument(
+        "--wave-wait",
+        type=float,
+        metavar="SECONDS",
+        help="with --waves: wait this long after a wave is healthy before the next",
+    )
+
+
 def _add_wait_options(upload: argparse.ArgumentParser) -> None:
     wait = upload.add_argument_group("waiting for the fleet (exit 6 if it does not get there)")
     wait.add_argument(
@@ -593,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="upload even when the newest version of the name has the same content",
     )
+    _add_target_options(upload)
     _add_wait_options(upload)
     upload.set_defaults(handler=cmd_upload)
 
@@ -602,6 +687,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--version", metavar="ID", help="with NAME: compare against this version")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
+
+    roll = sub.add_parser(
+        "rollout", help="the waves of the newest version of a name; halt or continue them"
+    )
+    _add_config_option(roll)
+    roll.add_argument("name", metavar="NAME")
+    roll.add_argument("--json", action="store_true")
+    roll.add_argument(
+        "--halt", action="store_true", help="stop the rollout: no further server installs it"
+    )
+    roll.add_argument("--continue", dest="resume", action="store_true", help="lift a --halt")
+    roll.set_defaults(handler=cmd_rollout)
 
     lst = sub.add_parser("list", help="list artifacts and versions, newest first")
     _add_config_option(lst)

@@ -84,6 +84,8 @@ def test_uploader_policy_allows_exactly_what_uploads_need() -> None:
         ("s3:GetObject", obj + "marker"),
         ("s3:GetObject", obj + "store"),
         ("s3:GetObject", obj + "status/*"),
+        ("s3:PutObject", obj + "rollout/*"),  # halt records (distsync rollout --halt)
+        ("s3:GetObject", obj + "rollout/*"),
         ("s3:ListBucket", "arn:aws:s3:::distsync-x"),
     }
     # It deletes only artifacts (a failed claim's content): never the log or the marker.
@@ -1115,6 +1117,24 @@ def test_upload_and_daemon_install_with_only_the_created_identities(
     )
     assert down.returncode == 4 and "Traceback" not in down.stderr
     assert not (tmp_path / "app.tar.gz.distsync-tmp").exists()
+
+    # A staged rollout halted by the uploader identity (halt records under rollout/), read by
+    # the daemon identity: nothing installs until the halt is lifted.
+    artifact.write_bytes(os.urandom(1000))
+    staged = run_cli(tmp_path, "upload", "-c", str(done.upload_config), str(artifact),
+                     "--waves", "1,100%", keys=None)  # fmt: skip
+    assert staged.returncode == 0, staged.stderr
+    for flag, expect in (("--halt", "halted by "), ("--continue", "lifted the halt")):
+        rollout = run_cli(tmp_path, "rollout", "-c", str(done.upload_config), "app.tar.gz",
+                          flag, keys=None)  # fmt: skip
+        assert rollout.returncode == 0 and expect in rollout.stdout, rollout
+        if flag == "--halt":
+            held = run_cli(tmp_path, "daemon", "-c", str(done.daemon_config), "--once", keys=None)
+            assert held.returncode == 0 and "waits: halted by" in held.stderr, held.stderr
+            assert installed.read_bytes() != artifact.read_bytes()
+    daemon = run_cli(tmp_path, "daemon", "-c", str(done.daemon_config), "--once", keys=None)
+    assert daemon.returncode == 0, daemon.stderr
+    assert installed.read_bytes() == artifact.read_bytes()
 
 
 def test_fleet_status_and_upload_wait_with_only_the_created_identities(

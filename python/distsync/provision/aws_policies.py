@@ -202,6 +202,14 @@ def build_policies(
                 "Resource": keys("marker"),
             },
             {
+                # `distsync rollout --halt/--continue` (distsync.rollout.halt): one sealed
+                # record per version, read back to show it.
+                "Sid": "HaltRecords",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject"],
+                "Resource": keys("rollout/*"),
+            },
+            {
                 # The marker's hint and the log entries (encrypted manifests) are what versioning
                 # and idempotent uploads need to read; the store record tells a wrong secret;
                 # the servers' status records are what `upload --wait` and `distsync status` read.
