@@ -1,0 +1,195 @@
+"""Issue 17 end to end on ``Storage = "Local"``: ``prune``, ``list --all``, ``upload --keep``,
+``prune --orphans``, and real daemons facing a version whose content was pruned. Every
+command is a real ``distsync`` process; the fleet's status records come from real daemons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# tests/system is on sys.path (pytest's default "prepend" import mode, no __init__.py).
+from test_local_flow import PART_SUFFIX, TEMP_SUFFIX, Site, make_file
+
+APP = "retained-app-31f.tar.gz"
+OTHER = "retained-other-31f.bin"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    site = Site.create(tmp_path)
+    try:
+        yield site
+    finally:
+        site.close()
+
+
+def upload_versions(site: Site, count: int) -> list[str]:
+    versions = []
+    for n in range(count):
+        path = make_file(site.root / APP, f"build {n} ".encode() * (1000 + n))
+        versions.append(site.upload(path)[0])
+    return versions
+
+
+def listed(site: Site, *extra: str) -> list[dict[str, object]]:
+    proc = site.cli("list", "-c", str(site.upload_conf), "--json", *extra)
+    assert proc.returncode == 0, proc.stderr
+    rows: list[dict[str, object]] = json.loads(proc.stdout)
+    return rows
+
+
+def prune(site: Site, *args: str) -> tuple[int, str, str]:
+    proc = site.cli("prune", "-c", str(site.upload_conf), *args)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+def contents(site: Site) -> set[str]:
+    return {p.name for p in site.objects()}
+
+
+def test_prune_keeps_the_newest_n_of_each_name_and_list_agrees(site: Site) -> None:
+    app = upload_versions(site, 5)
+    (other,) = [site.upload(make_file(site.root / OTHER, b"other" * 999))[0]]
+    assert len(contents(site)) == 6
+
+    code, out, err = prune(site, "--keep", "2", "--dry-run")
+    assert code == 0, err
+    assert len(contents(site)) == 6  # nothing deleted
+    for seq in app[:3]:
+        assert re.search(rf"^would delete {re.escape(APP)} version {seq} \(\d", out, re.M), out
+    assert "total: would delete" in out and f"version {other}" not in out
+    code, out_json, err = prune(site, "--keep", "2", "--dry-run", "--json")
+    report = json.loads(out_json)
+    assert [row["version"] for row in report["deleted"]] == app[:3][::-1]
+    assert report["bytes"] == sum(row["stored_bytes"] for row in report["deleted"]) > 0
+    assert len(contents(site)) == 6
+
+    code, out, err = prune(site, "--keep", "2")
+    assert code == 0, err
+    assert len(contents(site)) == 3  # two of APP, OTHER's only one
+    assert re.search(rf"^deleted {re.escape(APP)} version {app[0]} ", out, re.M), out
+    visible = listed(site)
+    assert [(r["name"], r["version"]) for r in visible] == [
+        (OTHER, other),
+        (APP, app[4]),
+        (APP, app[3]),
+    ]
+    everything = listed(site, "--all")
+    assert {r["version"]: r["pruned"] for r in everything} == {
+        **{seq: True for seq in app[:3]},
+        app[3]: False,
+        app[4]: False,
+        other: False,
+    }
+    table = site.cli("list", "-c", str(site.upload_conf), "--all").stdout.decode()
+    assert re.search(rf"{re.escape(APP)}\s+{app[0]}\s.*\(pruned\)$", table, re.M), table
+
+    # A second run finds nothing more to do; a pruned version cannot be downloaded.
+    code, out, err = prune(site, "--keep", "2")
+    assert code == 0 and out.strip() == "total: deleted 0 B (0 bytes)", out + err
+    down = site.cli(
+        "download", "-c", str(site.upload_conf), APP, "--version", app[0], "-o", str(site.root)
+    )
+    assert down.returncode == 4
+    assert down.stderr.decode().strip().endswith(
+        f"version {app[0]} of {APP} was pruned from the store (its content is gone)"
+    )
+
+
+def test_prune_by_name_and_age_and_bad_arguments(site: Site) -> None:
+    app = upload_versions(site, 3)
+    site.upload(make_file(site.root / OTHER, b"o1"))
+    site.upload(make_file(site.root / OTHER, b"o2"))
+    # Everything is younger than a day: --older-than keeps it all.
+    code, out, err = prune(site, "--keep", "1", "--older-than", "1d")
+    assert code == 0 and len(contents(site)) == 5, out + err
+    code, out, err = prune(site, APP, "--keep", "1")
+    assert code == 0, err
+    assert len(contents(site)) == 3  # APP's newest, both of OTHER
+    assert [r["version"] for r in listed(site, APP)] == [app[2]]
+    for bad, message in (
+        (["--keep", "0"], "--keep must be at least 1"),
+        (["--keep", "1", "--older-than", "soon"], "is not a duration"),
+        ([], "prune needs --keep N, --orphans, or both"),
+    ):
+        code, out, err = prune(site, *bad)
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_version_a_server_has_installed_or_pinned_is_kept(site: Site) -> None:
+    app = upload_versions(site, 4)
+    # One server installs the newest; another is pinned to the oldest. Both report it in
+    # their status records (a --once run writes one and leaves it unexpired).
+    installer = site.sibling(site.root / "srv-one")
+    installer.update_daemon_conf(NodeName="srv-one-31f", Pin={APP: app[1]})
+    assert installer.once().returncode == 0
+    pinned = site.sibling(site.root / "srv-two")
+    pinned.update_daemon_conf(NodeName="srv-two-31f", Pin={APP: app[0]})
+    assert pinned.once().returncode == 0
+
+    code, out, err = prune(site, "--keep", "1")
+    assert code == 0, err
+    assert f"kept {APP} version {app[0]}: installed on srv-two-31f, pinned on srv-two-31f" in out
+    assert f"kept {APP} version {app[1]}: installed on srv-one-31f, pinned on srv-one-31f" in out
+    assert re.search(rf"^deleted {re.escape(APP)} version {app[2]} ", out, re.M), out
+    assert [r["version"] for r in listed(site)] == [app[3], app[1], app[0]]
+
+
+def test_a_daemon_pinned_to_a_pruned_version_fails_once_with_one_line(site: Site) -> None:
+    app = upload_versions(site, 3)
+    code, _out, err = prune(site, "--keep", "1")
+    assert code == 0, err
+    site.update_daemon_conf(NodeName="srv-pinned-31f", Pin={APP: app[0]})
+    proc = site.once()
+    assert proc.returncode == 1
+    log = proc.stderr.decode()
+    assert "Traceback" not in log
+    gone = f"version {app[0]} of {APP} was pruned from the store"
+    assert len([line for line in log.splitlines() if gone in line]) == 1, log
+    assert not (site.out / APP).exists()
+    assert not [p for p in site.out.iterdir() if p.name.endswith((TEMP_SUFFIX, PART_SUFFIX))]
+    status = site.cli("status", "-c", str(site.upload_conf), "--json")
+    assert gone in status.stdout.decode(), status.stdout.decode()
+
+
+def test_upload_keep_prunes_that_name_after_the_upload(site: Site) -> None:
+    site.upload(make_file(site.root / OTHER, b"o1"))
+    site.upload(make_file(site.root / OTHER, b"o2"))
+    upload_versions(site, 2)
+    path = make_file(site.root / APP, b"newest build")
+    proc = site.cli("upload", "-c", str(site.upload_conf), str(path), "--keep", "1")
+    assert proc.returncode == 0, proc.stderr
+    newest = re.match(r"\S+\tversion (\d+)\t", proc.stdout.decode())
+    assert newest is not None
+    assert [r["version"] for r in listed(site, APP)] == [newest[1]]
+    assert len(listed(site, OTHER)) == 2  # another name is not touched
+    assert proc.stderr.decode().count("pruned") == 2, proc.stderr
+
+
+def test_prune_orphans_removes_only_old_unreferenced_contents(site: Site) -> None:
+    (app,) = upload_versions(site, 1)
+    objects = site.bucket / "distsync" / "v3" / "objects"
+    # What an upload whose log claim failed leaves: a content no entry names.
+    old = make_file(objects / ("0" * 32), b"an orphan from yesterday")
+    young = make_file(objects / ("1" * 32), b"an upload still under way")
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+
+    code, out, err = prune(site, "--orphans", "--dry-run")
+    assert code == 0 and old.exists(), err
+    assert f"would delete orphaned content distsync/v3/objects/{old.name}" in out
+    code, out, err = prune(site, "--orphans")
+    assert code == 0, err
+    assert not old.exists() and young.exists()
+    assert "left 1 unreferenced contents younger than 24h alone" in out
+    assert [r["version"] for r in listed(site)] == [app]  # the genuine content stays
+    code, out, err = prune(site, "--orphans", "--orphan-age", "0s")
+    assert code == 0 and not young.exists(), err
+    assert [r["version"] for r in listed(site)] == [app]
