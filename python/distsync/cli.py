@@ -160,6 +160,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
+    if args.keep is not None and args.keep < 1:
+        raise UsageError("--keep must be at least 1 (the newest version always stays)")
     _check_wait_options(args)
     uploaded: list[tuple[str, int]] = []  # (name, version) to wait for
     # Every file is checked before anything is written: no half-done batch.
@@ -183,9 +185,25 @@ def cmd_upload(args: argparse.Namespace) -> int:
             f"\tsha256 {facts['sha256']}"
         )
         uploaded.append((facts["name"], int(facts["version"])))
+        if args.keep is not None:
+            _prune_after_upload(cfg, catalog, name, args.keep)
     if args.wait:
         _wait_for_fleet(cfg, catalog.store, uploaded, args)
     return 0
+
+
+def _prune_after_upload(cfg: Config, catalog: Catalog, name: str, keep: int) -> None:
+    from distsync.retention import prune
+
+    plan = prune(cfg, catalog, keep=keep, names=[name])
+    for v in plan.delete:
+        print(
+            f"distsync: pruned {name} version {v.version_id} "
+            f"({human_bytes(v.manifest.object_size)})",
+            file=sys.stderr,
+        )
+    for v, why in plan.kept_for_fleet:
+        print(f"distsync: kept {name} version {v.version_id}: {why}", file=sys.stderr)
 
 
 def _check_wait_options(args: argparse.Namespace) -> None:
@@ -646,6 +664,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="upload even when the newest version of the name has the same content",
+    )
+    upload.add_argument(
+        "--keep",
+        type=int,
+        metavar="N",
+        help="then delete the stored contents of all but the newest N versions of the name "
+        "(as `distsync prune NAME --keep N`)",
     )
     _add_wait_options(upload)
     upload.set_defaults(handler=cmd_upload)

@@ -100,10 +100,14 @@ def plan_prune(
     older_than: float | None = None,
     now: float,
     protected: Mapping[int, Protected] | None = None,
+    incoming: int = 0,
 ) -> PrunePlan:
     """Per name (all names, or ``names``), the versions whose content goes: all but the
     newest ``keep`` of those whose content is still there, and with ``older_than`` only
-    those uploaded longer ago than that. A content that a kept version also names stays."""
+    those uploaded longer ago than that. A content that a kept version also names stays.
+
+    ``incoming`` versions are about to be uploaded and count among the ``keep`` (what
+    ``upload --keep`` would delete in check mode)."""
     if keep < 1:
         raise UsageError("--keep must be at least 1 (the newest version always stays)")
     protected = protected or {}
@@ -118,8 +122,9 @@ def plan_prune(
         if wanted and name not in wanted:
             plan.kept += newest_first
             continue
-        plan.kept += newest_first[:keep]
-        for version in newest_first[keep:]:
+        slots = max(keep - incoming, 0)
+        plan.kept += newest_first[:slots]
+        for version in newest_first[slots:]:
             young = older_than is not None and now - version.manifest.uploaded_at < older_than
             if young:
                 plan.kept.append(version)
@@ -198,6 +203,7 @@ def prune(
     dry_run: bool = False,
     now: float | None = None,
     deleted: list[Version] | None = None,
+    incoming: int = 0,
 ) -> PrunePlan:
     """Plan from the log, what the store holds and the fleet's records; delete unless
     ``dry_run``. Each deleted version is appended to ``deleted`` as it goes, so a failure
@@ -217,6 +223,7 @@ def prune(
         older_than=older_than,
         now=now,
         protected=fleet_protection(cfg, catalog.store, now),
+        incoming=incoming,
     )
     if not dry_run:
         for version in plan.delete:
