@@ -50,6 +50,10 @@ def prune(site: Site, *args: str) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
+def objects_dir(site: Site) -> Path:
+    return site.bucket / "distsync" / "v3" / "objects"
+
+
 def contents(site: Site) -> set[str]:
     return {p.name for p in site.objects()}
 
@@ -175,7 +179,7 @@ def test_upload_keep_prunes_that_name_after_the_upload(site: Site) -> None:
 
 def test_prune_orphans_removes_only_old_unreferenced_contents(site: Site) -> None:
     (app,) = upload_versions(site, 1)
-    objects = site.bucket / "distsync" / "v3" / "objects"
+    objects = objects_dir(site)
     # What an upload whose log claim failed leaves: a content no entry names.
     old = make_file(objects / ("0" * 32), b"an orphan from yesterday")
     young = make_file(objects / ("1" * 32), b"an upload still under way")
@@ -193,3 +197,30 @@ def test_prune_orphans_removes_only_old_unreferenced_contents(site: Site) -> Non
     code, out, err = prune(site, "--orphans", "--orphan-age", "0s")
     assert code == 0 and not young.exists(), err
     assert [r["version"] for r in listed(site)] == [app]
+
+
+def test_a_real_uploads_content_whose_entry_is_gone_is_an_orphan(site: Site) -> None:
+    """The state a lost log claim leaves: a real upload's content, no entry naming it."""
+    first, _sha = site.upload(make_file(site.root / APP, b"kept"))
+    before = contents(site)
+    lost, _sha = site.upload(make_file(site.root / APP, b"claim lost"))
+    (orphan,) = contents(site) - before
+    (site.log_dir() / f"{int(lost):020d}").unlink()
+    day_ago = time.time() - 2 * 86400
+    os.utime(objects_dir(site) / orphan, (day_ago, day_ago))
+    code, out, err = prune(site, "--orphans", "--json")
+    assert code == 0, err
+    assert [o["key"] for o in json.loads(out)["orphans"]] == [f"distsync/v3/objects/{orphan}"]
+    assert contents(site) == before
+    assert [r["version"] for r in listed(site)] == [first]
+
+
+def test_orphans_are_not_guessed_while_a_log_entry_fails_verification(site: Site) -> None:
+    site.upload(make_file(site.root / APP, b"genuine"))
+    old = make_file(objects_dir(site) / ("2" * 32), b"unreferenced")
+    os.utime(old, (0, 0))
+    # An entry that does not verify may name that content (a tamper can be undone).
+    (site.log_dir() / f"{7:020d}").write_bytes(b"not a manifest")
+    code, out, err = prune(site, "--orphans")
+    assert code == 4 and old.exists(), out + err
+    assert err.count("\n") == 1 and "1 log entries fail verification (first 7)" in err
