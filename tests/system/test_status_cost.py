@@ -106,7 +106,9 @@ def test_prune_costs_one_listing_of_each_kind_and_one_delete_per_pruned_version(
     run_cli: Callable[..., subprocess.CompletedProcess[bytes]],
 ) -> None:
     """docs/costs.md ("Retention") quotes what this prints (``pytest -s -k prune_costs``)."""
-    direct = write_config(config_text(bucket.endpoint, bucket.name, tmp_path, daemon=False), "u.toml")
+    direct = write_config(
+        config_text(bucket.endpoint, bucket.name, tmp_path, daemon=False), "u.toml"
+    )
     relayed = write_config(
         config_text(fault_proxy.endpoint, bucket.name, tmp_path, daemon=False), "p.toml"
     )
