@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 # tests/system is on sys.path (pytest's default "prepend" import mode, no __init__.py).
-from test_local_flow import PART_SUFFIX, TEMP_SUFFIX, Site, make_file
+from test_local_flow import PART_SUFFIX, TEMP_SUFFIX, Daemon, Site, make_file
 
 APP = "retained-app-31f.tar.gz"
 OTHER = "retained-other-31f.bin"
@@ -224,3 +226,29 @@ def test_orphans_are_not_guessed_while_a_log_entry_fails_verification(site: Site
     code, out, err = prune(site, "--orphans")
     assert code == 4 and old.exists(), out + err
     assert err.count("\n") == 1 and "1 log entries fail verification (first 7)" in err
+
+
+def test_a_running_daemon_says_it_once_and_backs_off(site: Site) -> None:
+    app = upload_versions(site, 2)
+    assert prune(site, "--keep", "1")[0] == 0
+    site.update_daemon_conf(Pin={APP: app[0]})
+    log_path = site.root / "debug-daemon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distsync", "--debug", "daemon", "-c", str(site.daemon_conf)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=site.env(),
+            start_new_session=True,
+        )  # fmt: skip
+    daemon = Daemon(proc, log_path)
+    site.daemons.append(daemon)
+    # Tries after 1, 2, 4 poll intervals (0.2 s each): the third try is the fourth debug line.
+    daemon.wait_log(r"(?s)(next try in .*){4}", timeout=60)
+    assert daemon.stop() == 0
+    text = daemon.log()
+    gone = f"version {app[0]} of {APP} was pruned from the store"
+    errors = [line for line in text.splitlines() if gone in line and " ERROR " in line]
+    assert len(errors) == 1, text
+    assert "Traceback" not in text
+    waits = [float(w) for w in re.findall(r"next try in ([0-9.]+) s", text)]
+    assert waits[:4] == sorted(waits[:4]) and waits[3] >= 4 * waits[0], waits
+    assert not (site.out / APP).exists()
