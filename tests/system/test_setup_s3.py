@@ -1165,6 +1165,18 @@ def test_the_uploader_prunes_with_its_own_identity_and_the_daemon_copes(
     s3 = server.client("s3", done.uploader)
     for key in (PREFIX + "log/00000000000000000001", PREFIX + "marker", PREFIX + "store"):
         assert_denied(functools.partial(s3.delete_object, Bucket=done.bucket, Key=key))
+    # A content no entry names (a lost claim's): listed with its age and deleted, as the
+    # uploader, once old enough.
+    orphan = PREFIX + "objects/" + "0" * 32
+    s3.put_object(Bucket=done.bucket, Key=orphan, Body=b"lost claim")
+    young = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--orphans", keys=None)
+    assert young.returncode == 0 and "left 1 unreferenced" in young.stdout, young.stderr
+    swept = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--orphans",
+                    "--orphan-age", "0s", "--json", keys=None)  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    assert [o["key"] for o in json.loads(swept.stdout)["orphans"]] == [orphan]
+    assert [row["version"] for row in json.loads(run_cli(
+        tmp_path, "list", "-c", str(done.upload_config), "--json", keys=None).stdout)] == ["3"]
     daemon_config = tomllib.loads(done.daemon_config.read_text())
     daemon_config["Pin"] = {artifact.name: "1"}
     done.daemon_config.write_text(tomli_w.dumps(daemon_config))
