@@ -16,6 +16,7 @@ less; which versions are newest is the log's sequence, not a clock.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,8 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distsync.catalog import Catalog, Rejected
-from distsync.errors import AccessDeniedError, StorageError, UsageError
+from distsync.errors import (
+    AccessDeniedError,
+    IntegrityError,
+    NotFoundError,
+    StorageError,
+    UnknownArtifactError,
+    UsageError,
+)
 from distsync.manifest import Version
+from distsync.status.record import ServerStatus
 from distsync.storage.base import Store, StoredObject
 
 __all__ = [
@@ -41,6 +50,8 @@ __all__ = [
     "prune",
     "prune_orphans",
 ]
+
+log = logging.getLogger(__name__)
 
 # An upload stores its content first and claims its log entry after: a content younger than
 # this may belong to an upload still under way, so ``--orphans`` leaves it alone.
@@ -152,12 +163,35 @@ def plan_orphans(
 
 def fleet_protection(cfg: Any, store: Store, now: float) -> dict[int, Protected]:
     """Version -> why, for every version a server whose record has not expired reports
-    installed or pinned (``distsync status``'s records; none when there are none)."""
+    installed or pinned (``distsync status``'s records; none when there are none).
+
+    Stricter than ``distsync status``: a record that cannot be read (the store failed) ends
+    the prune before anything is deleted, since it may be the one that protects a version.
+    A record that fails authentication is no server's word and is passed over."""
     from distsync.status import StatusBoard
+    from distsync.status.record import STATUS_RECORD, open_status
+    from distsync.transfer.parallel import ordered_map
+
+    board = StatusBoard(store, cfg.prefix, cfg.secret)
+
+    def read(node: str) -> ServerStatus | None:
+        key = board.key(node)
+        try:
+            return open_status(cfg.secret, key, store.get(key, limit=STATUS_RECORD.max_size))
+        except NotFoundError:
+            return None  # expired since the listing
+        except IntegrityError as exc:
+            log.warning("ignoring status record: %s", exc)
+            return None
+        except StorageError as exc:
+            raise StorageError(
+                f"cannot read status record {key} ({exc}); nothing was deleted, since it may "
+                "protect a version"
+            ) from None
 
     reasons: dict[int, list[str]] = {}
-    for server in StatusBoard(store, cfg.prefix, cfg.secret).read_all():
-        if now > server.expires:
+    for server in ordered_map(read, board.node_ids(), workers=16):
+        if server is None or now > server.expires:
             continue  # gone for good (a live one rewrites its record long before)
         for item in server.artifacts.values():
             if item.version is not None:
@@ -215,8 +249,14 @@ def prune(
             f"{catalog.store.description}: this identity may not list the contents "
             "(objects/); run `distsync setup` again with the same --setup-id (docs/setup-s3.md)"
         )
+    versions = catalog.versions()
+    unknown = sorted(set(names) - {v.manifest.name for v in versions})
+    if unknown:
+        raise UnknownArtifactError(
+            f"no artifact named {', '.join(map(repr, unknown))} in {catalog.store.description}"
+        )
     plan = plan_prune(
-        catalog.versions(),
+        versions,
         present,
         keep=keep,
         names=names,

@@ -11,13 +11,16 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 # tests/system is on sys.path (pytest's default "prepend" import mode, no __init__.py).
+from faultproxy import Fault, FaultProxy
+from s3server import Bucket
 from test_local_flow import PART_SUFFIX, TEMP_SUFFIX, Daemon, Site, make_file
+from test_s3_flow import config_text
 
 APP = "retained-app-31f.tar.gz"
 OTHER = "retained-other-31f.bin"
@@ -252,3 +255,43 @@ def test_a_running_daemon_says_it_once_and_backs_off(site: Site) -> None:
     waits = [float(w) for w in re.findall(r"next try in ([0-9.]+) s", text)]
     assert waits[:4] == sorted(waits[:4]) and waits[3] >= 4 * waits[0], waits
     assert not (site.out / APP).exists()
+
+
+def test_a_status_record_that_cannot_be_read_stops_the_prune(
+    bucket: Bucket,
+    fault_proxy: FaultProxy,
+    tmp_path: Path,
+    write_config: Callable[..., Path],
+    run_cli: Callable[..., subprocess.CompletedProcess[bytes]],
+) -> None:
+    """On S3: the record that would protect a version answers 500, so nothing is deleted
+    (``distsync status`` would pass over it; retention must not)."""
+    direct = write_config(
+        config_text(bucket.endpoint, bucket.name, tmp_path, daemon=False), "u.toml"
+    )
+    relayed = write_config(
+        config_text(fault_proxy.endpoint, bucket.name, tmp_path, daemon=False), "p.toml"
+    )
+    artifact = tmp_path / APP
+    for n in range(3):
+        artifact.write_bytes(b"build %d" % n)
+        assert run_cli("upload", "-c", str(direct), str(artifact)).returncode == 0
+    pin = f'NodeName = "srv-s3-31f"\n[Pin]\n"{APP}" = "1"\n'
+    daemon_text = config_text(bucket.endpoint, bucket.name, tmp_path, daemon=True)
+    daemon = write_config(daemon_text.replace("[AwsCreds]", pin + "[AwsCreds]"), "d.toml")
+    assert run_cli("daemon", "-c", str(daemon), "--once").returncode == 0
+    fault_proxy.add(Fault("status", method="GET", path_contains="/status/", status=500, times=99))
+    refused = run_cli("prune", "-c", str(relayed), "--keep", "1")
+    err = refused.stderr.decode()
+    (line,) = [line for line in err.splitlines() if line.startswith("distsync: error:")]
+    assert refused.returncode == 4 and "Traceback" not in err, err
+    assert "cannot read status record" in line and "nothing was deleted" in line
+    assert len(json.loads(run_cli("list", "-c", str(direct), "--json").stdout)) == 3
+    fault_proxy.clear()
+    done = run_cli("prune", "-c", str(relayed), "--keep", "1")
+    assert done.returncode == 0, done.stderr
+    assert f"kept {APP} version 1: installed on srv-s3-31f, pinned on srv-s3-31f" in (
+        done.stdout.decode()
+    )
+    rows = json.loads(run_cli("list", "-c", str(direct), "--json").stdout)
+    assert [row["version"] for row in rows] == ["3", "1"]
