@@ -127,6 +127,7 @@ def test_prune_by_name_and_age_and_bad_arguments(site: Site) -> None:
         (["--keep", "0"], "--keep must be at least 1"),
         (["--keep", "1", "--older-than", "soon"], "is not a duration"),
         ([], "prune needs --keep N, --orphans, or both"),
+        (["nope-31f.bin", "--keep", "1"], "no artifact named 'nope-31f.bin'"),
     ):
         code, out, err = prune(site, *bad)
         assert code == 2 and err.count("\n") == 1 and message in err, err
