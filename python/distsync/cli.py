@@ -284,6 +284,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     gone = set() if present is None else {
         v.seq for v in versions if v.manifest.object_key not in present
     }
+    if present is None and args.all:
+        print(
+            "distsync: note: this identity may not list the contents, so pruned versions "
+            "cannot be told (re-run `distsync setup` with the same --setup-id)",
+            file=sys.stderr,
+        )
     if not args.all:
         versions = [v for v in versions if v.seq not in gone]
     if args.json:
