@@ -1187,6 +1187,39 @@ def test_the_uploader_prunes_with_its_own_identity_and_the_daemon_copes(
     assert not (tmp_path / "installed" / artifact.name).exists()
 
 
+def test_an_uploader_policy_from_before_retention_lists_and_is_told_to_rerun_setup(
+    server: IamServer, admin: Keys, tmp_path: Path
+) -> None:
+    done = do_setup(server, admin, tmp_path)
+    artifact = tmp_path / "old-policy-5e1.bin"
+    for n in range(2):
+        artifact.write_bytes(b"build %d" % n)
+        upload = run_cli(tmp_path, "upload", "-c", str(done.upload_config), str(artifact),
+                         keys=None)  # fmt: skip
+        assert upload.returncode == 0, upload.stderr
+    # The uploader's policy as setup wrote it before issue 17: no delete, no listing of
+    # objects/.
+    old = copy.deepcopy(aws.build_policies(done.bucket)["uploader"])
+    old["Statement"] = [st for st in old["Statement"] if st["Sid"] != "PruneArtifacts"]
+    listing = next(st for st in old["Statement"] if st["Action"] == "s3:ListBucket")
+    listing["Condition"]["StringLike"]["s3:prefix"] = [PREFIX + "log/*", PREFIX + "status/*"]
+    server.client("iam").put_user_policy(
+        UserName=aws.user_name(done.setup_id, "uploader"),
+        PolicyName="distsync",
+        PolicyDocument=json.dumps(old),
+    )
+    listed = run_cli(tmp_path, "list", "-c", str(done.upload_config), "--json", keys=None)
+    assert listed.returncode == 0, listed.stderr
+    assert [row["version"] for row in json.loads(listed.stdout)] == ["2", "1"]
+    pruned = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--keep", "1", keys=None)
+    assert pruned.returncode == 4 and "Traceback" not in pruned.stderr
+    assert "distsync setup` again with the same --setup-id" in pruned.stderr
+    again = run_cli(tmp_path, *setup_args(server, done.setup_id, tmp_path), keys=admin)
+    assert again.returncode == 0 and "policy updated" in again.stdout, again.stderr
+    pruned = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--keep", "1", keys=None)
+    assert pruned.returncode == 0 and "deleted old-policy-5e1.bin version 1 " in pruned.stdout
+
+
 def test_fleet_status_and_upload_wait_with_only_the_created_identities(
     server: IamServer, admin: Keys, tmp_path: Path
 ) -> None:
