@@ -55,6 +55,15 @@ options:
     description: With O(waves), seconds to wait after a wave is healthy before the next.
     type: float
     version_added: "0.2.0"
+  keep:
+    description:
+      - After the upload (or finding the content already uploaded), delete the stored
+        contents of all but the newest O(keep) versions of O(name), like
+        C(distsync upload --keep). Log entries stay; a version a server reports installed
+        or pinned is never deleted.
+      - In check mode nothing is deleted; RV(pruned) lists what would be.
+    type: int
+    version_added: "0.2.0"
   wait:
     description:
       - After the upload (or finding the content already uploaded), wait until the servers
@@ -125,6 +134,11 @@ EXAMPLES = r"""
     wait: true
     wait_servers: 6
     wait_timeout: 600
+
+- name: Publish and keep only the five newest builds in the bucket
+  distsync.core.distsync_upload:
+    src: dist/app.tar.gz
+    keep: 5
 """
 
 RETURN = r"""
@@ -152,6 +166,26 @@ previous:
   description: The newest version before this run (name, version, size, sha256), or null.
   returned: always
   type: dict
+pruned:
+  description:
+    - The versions of O(name) whose stored contents O(keep) deleted (would delete, in check
+      mode), and the versions kept because a server reports them installed or pinned.
+  returned: when O(keep) is set
+  type: dict
+  version_added: "0.2.0"
+  contains:
+    deleted:
+      description: Version id and stored bytes of each deleted content.
+      type: list
+      elements: dict
+      returned: always
+      sample: [{"version": "40", "stored_bytes": 73401456}]
+    kept_for_fleet:
+      description: Version id and why (which servers have it installed or pinned).
+      type: list
+      elements: dict
+      returned: always
+      sample: [{"version": "39", "reason": "pinned on web-3"}]
 fleet:
   description: Where the fleet stood when the wait ended.
   returned: when O(wait) waited
@@ -206,6 +240,30 @@ def _upload(module):
     )
 
 
+def _prune(module, name, incoming):
+    from distsync.catalog import Catalog
+    from distsync.config import load_config
+    from distsync.retention import prune
+
+    cfg = load_config(module.params["config"])
+    plan = prune(
+        cfg,
+        Catalog.open(cfg),
+        keep=module.params["keep"],
+        names=[name],
+        dry_run=module.check_mode,
+        incoming=incoming,
+    )
+    return dict(
+        deleted=[
+            dict(version=v.version_id, stored_bytes=v.manifest.object_size) for v in plan.delete
+        ],
+        kept_for_fleet=[
+            dict(version=v.version_id, reason=str(why)) for v, why in plan.kept_for_fleet
+        ],
+    )
+
+
 def _wait(module, facts):
     from distsync.catalog import Catalog
     from distsync.config import load_config
@@ -242,6 +300,7 @@ def main():
             to=dict(type="list", elements="str"),
             waves=dict(type="list", elements="str"),
             wave_wait=dict(type="float"),
+            keep=dict(type="int"),
             wait=dict(type="bool", default=False),
             wait_servers=dict(type="int"),
             wait_timeout=dict(type="int", default=600),
@@ -253,9 +312,17 @@ def main():
         module.fail_json(msg="wait_servers must be at least 1")
     if module.params["wait_timeout"] < 1:
         module.fail_json(msg="wait_timeout must be at least 1 second")
+    if module.params["keep"] is not None and module.params["keep"] < 1:
+        module.fail_json(msg="keep must be at least 1 (the newest version always stays)")
     require_engine(module)
     outcome = run_engine(module, lambda: _upload(module))
     result = dict(outcome.after, changed=outcome.changed, previous=outcome.before)
+    if module.params["keep"] is not None:
+        # In check mode an upload that would happen is one more version to keep.
+        incoming = 1 if module.check_mode and outcome.changed else 0
+        name = outcome.after["name"]
+        result["pruned"] = run_engine(module, lambda: _prune(module, name, incoming), **result)
+        result["changed"] = result["changed"] or bool(result["pruned"]["deleted"])
     if module.params["wait"] and not module.check_mode:
         # A failed wait fails the task; the upload itself stays done (changed=true).
         result["fleet"] = run_engine(module, lambda: _wait(module, outcome.after), **result)

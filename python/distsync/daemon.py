@@ -29,6 +29,7 @@ from distsync import sdnotify
 from distsync.catalog import Catalog, Rejected
 from distsync.config import Config
 from distsync.errors import (
+    ContentGoneError,
     DistsyncError,
     IntegrityError,
     LocalIOError,
@@ -470,7 +471,12 @@ class Daemon:
             previous = state.rejected.get(seq)
             rejection = state.reject(seq, name, now, self.cfg.poll_interval)
             wait = max(0.0, rejection.next_try - now)
-            if isinstance(exc, NotFoundError):
+            if isinstance(exc, ContentGoneError):
+                # Pruned: said once per run; the retries (backed off up to an hour apart, in
+                # case the content is restored) stay quiet until it is there again.
+                self._say_once(f"{exc}; trying again less and less often", logging.ERROR)
+                log.debug("%s; next try in %.3g s", exc, wait)
+            elif isinstance(exc, NotFoundError):
                 log.error(
                     "%s version %s is no longer in the store (%s); trying again in %.3g s",
                     name,

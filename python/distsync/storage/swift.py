@@ -34,6 +34,7 @@ TempURL for GET of every key under the artifacts' prefix and seals it into the s
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import json
 import logging
@@ -60,6 +61,7 @@ from distsync.errors import (
     NotFoundError,
     StorageError,
 )
+from distsync.storage.base import StoredObject
 from distsync.store_record import TempUrlGrant
 
 __all__ = [
@@ -497,6 +499,29 @@ class SwiftStore:
         except Exception as exc:
             raise self.error("check", self.container, exc) from None
         self._container_checked = True
+
+    def inventory(self, prefix: str) -> Iterator[StoredObject]:
+        """The listing's sizes (a large object's manifest counts as its own small size)."""
+        container = self.container_for(prefix)
+        marker = ""
+        while True:
+            try:
+                _headers, items = self._connector.get().get_container(
+                    container, prefix=prefix, marker=marker, limit=self.list_page
+                )
+            except ClientException as exc:
+                if exc.http_status == 404 and container != self.container:
+                    return
+                raise self.error("list", prefix, exc) from None
+            except Exception as exc:
+                raise self.error("list", prefix, exc) from None
+            if not items:
+                return
+            for item in items:
+                when = datetime.datetime.fromisoformat(str(item["last_modified"]))
+                modified = when.replace(tzinfo=datetime.timezone.utc).timestamp()
+                yield StoredObject(str(item["name"]), int(item["bytes"]), modified)
+            marker = str(items[-1]["name"])
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         container = self.container_for(prefix)
