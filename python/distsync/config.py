@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from distsync.crypto.secret import InvalidSecret, parse_secret
 from distsync.errors import ConfigError
+from distsync.logorder import parse_version_id, version_id
 from distsync.release.config import ReleaseSpec, parse_releases
 
 if sys.version_info >= (3, 11):
@@ -49,7 +50,7 @@ DEFAULT_DAEMON_CONFIG = "~/.distsyncd"
 
 ENCRYPT_CHOICES = ("AEAD_AES_128_CBC_HMAC_SHA_256",)
 NOTIFY_CHOICES = ("S3Poll",)
-STORAGE_CHOICES = ("S3", "S3+BitTorrent", "Local", "Swift")
+STORAGE_CHOICES = ("S3", "S3+BitTorrent", "Local", "Swift", "Swift+BitTorrent")
 
 # Top-level keys and their TOML types; tables are handled separately.
 KEYS: dict[str, tuple[type, ...]] = {
@@ -164,7 +165,7 @@ class Config:
     pins: Mapping[str, str] = field(default_factory=dict)
     # The daemon installs each artifact with its uploaded mode & mode_mask.
     mode_mask: int = 0o777
-    # Storage = "S3+BitTorrent" (docs/bittorrent.md).
+    # Storage = "S3+BitTorrent" or "Swift+BitTorrent" (docs/bittorrent.md).
     torrent_port: int = 6881
     torrent_address: str | None = None
     torrent_seed_seconds: float = 600.0
@@ -182,7 +183,18 @@ class Config:
     metrics_textfile: Path | None = None
     # [[Release]] tables (distsync.release).
     releases: tuple[ReleaseSpec, ...] = ()
-    swift: SwiftCreds | None = None  # Storage = "Swift"
+    swift: SwiftCreds | None = None  # Storage = "Swift" or "Swift+BitTorrent"
+
+    @property
+    def bittorrent(self) -> bool:
+        """Whether the daemons share artifacts in a swarm (``S3+BitTorrent``,
+        ``Swift+BitTorrent``)."""
+        return self.storage.endswith("+BitTorrent")
+
+    @property
+    def swift_storage(self) -> bool:
+        """Whether the store is OpenStack Swift (``Swift``, ``Swift+BitTorrent``)."""
+        return self.storage.startswith("Swift")
 
     def error(self, key: str | None, problem: str) -> ConfigError:
         return ConfigError(self.path, key, problem)
@@ -311,12 +323,16 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
             raise fail("Uploader", "must be at most 255 bytes, with no control characters")
         values["uploader"] = uploader
     if "Pin" in raw:
+        pins: dict[str, str] = {}
         for name, version in raw["Pin"].items():
-            if not (isinstance(version, str) and version.isascii() and version.isdigit()):
-                raise fail(f"Pin.{name}", 'must be a version id from `distsync list`, e.g. "42"')
-            if len(version) > 20:
-                raise fail(f"Pin.{name}", "is longer than any version id (20 digits at most)")
-        values["pins"] = {name: str(int(version)) for name, version in raw["Pin"].items()}
+            position = parse_version_id(version) if isinstance(version, str) else None
+            if position is None:
+                raise fail(
+                    f"Pin.{name}",
+                    'must be a version id from `distsync list`, e.g. "42" or "42.9f3ac2e07b5d"',
+                )
+            pins[name] = version_id(position)  # canonical: "042" pins "42"
+        values["pins"] = pins
     if "ModeMask" in raw:
         if not 0 <= raw["ModeMask"] <= 0o7777:
             raise fail("ModeMask", "must be a file mode mask from 0 to 0o7777, e.g. 0o777")
@@ -333,8 +349,8 @@ def _swift(path: Path, raw: dict[str, Any], storage: str) -> SwiftCreds | None:
     """``[SwiftCreds]``: required by Storage = "Swift", one auth system or the other."""
     table = raw.get("SwiftCreds")
     if table is None:
-        if storage == "Swift":
-            raise ConfigError(path, "SwiftCreds", 'is required by Storage = "Swift"')
+        if storage.startswith("Swift"):
+            raise ConfigError(path, "SwiftCreds", f'is required by Storage = "{storage}"')
         return None
     _check_keys(path, "SwiftCreds.", table, SWIFT_KEYS)
 

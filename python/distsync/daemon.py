@@ -1,8 +1,9 @@
 """``distsync daemon``: notice new artifacts, fetch, verify, place atomically, run the hook.
 
 One cycle: a cheap conditional check of the marker; if it changed (or a retry, pin or missing
-file needs it), list the log after the last sequence number seen, verify the new manifests,
-let ``plan_installs`` decide, and install. State is saved after every install, so a restart
+file needs it), list the log after the last entry seen (on a store without atomic create,
+from a look-back window below it: ``distsync.logorder``), verify the new manifests, let
+``plan_installs`` decide, and install. State is saved after every install, so a restart
 never downloads twice and never goes back to an older version.
 """
 
@@ -39,6 +40,7 @@ from distsync.fsutil import local_io_error
 from distsync.heartbeat import Heartbeat
 from distsync.hooks import run_hook
 from distsync.layout import Layout
+from distsync.logorder import SeenWindow, parse_version_id, version_id
 from distsync.manifest import Manifest, Version
 from distsync.release.manager import Releases
 from distsync.release.state import ActivationOutcome
@@ -97,6 +99,8 @@ class Daemon:
         self.heartbeat = Heartbeat(time.monotonic())
         # Presigning is local (no request), so the swarm's web seed uses the store directly.
         self._presigner = cast(Presigner, store) if hasattr(store, "presign") else None
+        # Swift's presign takes its TempURL from the store record (store_record.TempUrlGrant).
+        self._use_temp_url = getattr(store, "use_temp_url", None)
         self.store = InterruptibleStore(self.counted, self._store_calls_end, on_answer=self._moved)
         self.output_dir = cfg.require_output_dir()
         self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret)
@@ -111,7 +115,7 @@ class Daemon:
         self._said: set[str] = set()  # lines about pins, logged once per process
         self._unsatisfiable_pins: set[str] = set()  # pins no version can satisfy
         self._abandoned = False  # a worker outlived the stop grace: keep what it may use
-        self.swarm: Swarm | None = None  # Storage = "S3+BitTorrent", while run() runs
+        self.swarm: Swarm | None = None  # Storage = "...+BitTorrent", while run() runs
         self.fleet = Observer()  # status record and metrics, while run() runs
         # [[Release]] names take the release path; the rest go to OutputDir.
         self.releases = Releases(
@@ -253,6 +257,11 @@ class Daemon:
                 log.warning("cannot read the store record: %s", exc)
                 return
         self._store_checked = True
+        if record is not None:
+            # Which log layout this store's uploads write; kept when the record goes missing.
+            self.catalog.record = record
+            if self._use_temp_url is not None:
+                self._use_temp_url(record.temp_url)
         if record is None:
             if state.store_id is not None:
                 self._say_once(
@@ -281,7 +290,12 @@ class Daemon:
         found: list[Version] = []
         handled: set[int] = set()
         retries = _RETRIES_PER_CYCLE  # rejected entries read again, at most, this cycle
-        for seq in self.catalog.log_seqs_after(state.last_seq):
+        # On the tagged layout the listing starts below the cursor; what was read there before
+        # is skipped (logorder.SeenWindow). On the atomic layout it starts after the cursor.
+        window = SeenWindow(self.catalog.look_back, set(state.seen))
+        for seq in self.catalog.listing(state.last_seq):
+            if not window.is_new(seq):
+                continue
             if seq in state.rejected:
                 if retries <= 0 or not state.due(seq, now):
                     continue
@@ -298,6 +312,8 @@ class Daemon:
         # is listed again next time, so a genuine entry that later takes a lower number than
         # the junk (once it is removed) is still seen.
         state.last_seq = max([state.last_seq, *(version.seq for version in found)])
+        window.note((version.seq for version in found), state.last_seq)
+        state.seen = sorted(window.seen)
         plain = [v for v in found if not self.releases.claims(v.manifest.name)]
         state.note_found(v for v in plain if self.gate.for_me(v.manifest))
         self._note_skipped(state, [v for v in found if not self.gate.for_me(v.manifest)])
@@ -340,22 +356,24 @@ class Daemon:
         if entry is None:
             if previous is not None and previous.name is None:
                 del state.rejected[seq]
-                log.info("log entry %d, which failed verification, is gone", seq)
+                log.info("log entry %s, which failed verification, is gone", version_id(seq))
             return
         if isinstance(entry, Rejected):
             rejection = state.reject(seq, None, now, self.cfg.poll_interval)
             if previous is None:
-                log.warning("ignoring log entry %d: %s", seq, entry.reason)
+                log.warning("ignoring log entry %s: %s", version_id(seq), entry.reason)
             else:
                 log.debug(
-                    "log entry %d still fails verification (%d tries)", seq, rejection.attempts
+                    "log entry %s still fails verification (%d tries)",
+                    version_id(seq),
+                    rejection.attempts,
                 )
             return
         if previous is not None and previous.name is None:
             del state.rejected[seq]
             log.warning(
-                "log entry %d verifies now (%s version %s), after %d failed tries",
-                seq,
+                "log entry %s verifies now (%s version %s), after %d failed tries",
+                version_id(seq),
                 entry.manifest.name,
                 entry.version_id,
                 previous.attempts,
@@ -370,13 +388,14 @@ class Daemon:
             if only_pinned:
                 # Log entries are never deleted: a number the log lacks never was a version.
                 self._unsatisfiable_pins.add(name)
+                vid = version_id(seq)
                 self._say_once(
-                    f"pin {name} = {seq}: the store has no version {seq} (it never existed); "
+                    f"pin {name} = {vid}: the store has no version {vid} (it never existed); "
                     f"{name} stays as it is"
                 )
                 continue
             state.reject(seq, name, now, self.cfg.poll_interval)
-            self._say_once(f"{name} version {seq} is no longer in the store")
+            self._say_once(f"{name} version {version_id(seq)} is no longer in the store")
 
     def _check_pins(self, state: DaemonState, found: list[Version]) -> None:
         """One line for each pin that names another artifact's version, and for each newer
@@ -391,9 +410,9 @@ class Daemon:
                     )
         for name, pin in self.pins.items():
             newest = state.newest.get(name, 0)
-            if newest > int(pin):
+            if newest > (parse_version_id(pin) or 0):
                 self._say_once(
-                    f"{name} version {newest} is held back by the pin to version {pin}",
+                    f"{name} version {version_id(newest)} is held back by the pin to version {pin}",
                     logging.INFO,
                 )
 
@@ -684,7 +703,7 @@ class Daemon:
     def _swarm(self) -> Iterator[None]:
         """One BitTorrent session for the daemon's lifetime (None without libtorrent)."""
         cfg = self.cfg
-        if cfg.storage != "S3+BitTorrent":
+        if not cfg.bittorrent:
             yield
             return
         self.swarm = open_swarm(

@@ -6,6 +6,7 @@ The entry points the CLI and the Ansible module call are here; the layers are in
 - ``configs``: the pair of 0600 configs, never silently overwritten, and the prompts;
 - ``local``: ``Storage = "Local"``, a directory plays the bucket;
 - ``s3``: ``--storage s3``, the flow from the AWS steps to the configs, and ``--destroy``;
+- ``s3_plain``: ``--storage s3 --no-iam``, a store that speaks S3 but has no IAM;
 - ``swift``: ``--storage swift``, the containers, their ACLs and the configs;
 - ``aws_policies``: names, validation and the IAM policies (pure, no boto3);
 - ``aws_client``: the boto3 clients and one short error per failed call;
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from distsync.config import load_config
 from distsync.errors import DistsyncError, UsageError
-from distsync.provision.configs import fill_in_interactively, render_config
+from distsync.provision.configs import STORAGES, fill_in_interactively, render_config
 from distsync.provision.local import local_in_place, run_local_setup
 from distsync.provision.options import (
     DEFAULT_OUTPUT_DIR,
@@ -33,6 +34,7 @@ from distsync.provision.options import (
     silent,
 )
 from distsync.provision.s3 import run_destroy, run_s3_setup, s3_in_place
+from distsync.provision.s3_plain import run_s3_setup_without_iam
 from distsync.provision.swift import run_swift_setup, swift_in_place
 
 __all__ = [
@@ -56,18 +58,23 @@ def run_setup(options: SetupOptions, *, say: Say = silent, warn: Say = silent) -
     """Set up a store and write both configs. ``say`` gets progress lines, ``warn`` what a
     failure left behind."""
     storage = (options.storage or "local").lower()
-    if storage not in ("local", "s3", "s3+bittorrent", "swift"):
-        raise UsageError(f"--storage must be local, s3, s3+bittorrent or swift, not {storage!r}")
+    if storage not in STORAGES:
+        raise UsageError(
+            f"--storage must be local, s3, s3+bittorrent, swift or swift+bittorrent, "
+            f"not {storage!r}"
+        )
     upload_path = Path(os.path.expanduser(options.upload_config))
     daemon_path = Path(os.path.expanduser(options.daemon_config))
     if upload_path.resolve() == daemon_path.resolve():
         raise UsageError("--upload-config and --daemon-config must be different files")
     output_dir = str(Path(os.path.expanduser(options.output_dir or DEFAULT_OUTPUT_DIR)).absolute())
-    if storage == "swift":
+    if storage.startswith("swift"):
         return run_swift_setup(options, upload_path, daemon_path, output_dir, say, warn)
+    if storage != "local" and options.no_iam:
+        return run_s3_setup_without_iam(options, upload_path, daemon_path, output_dir, say, warn)
     if storage != "local":
         return run_s3_setup(options, upload_path, daemon_path, output_dir, say, warn)
-    return run_local_setup(options, upload_path, daemon_path, output_dir)
+    return run_local_setup(options, upload_path, daemon_path, output_dir, say)
 
 
 def setup_in_place(options: SetupOptions) -> bool:
@@ -89,7 +96,7 @@ def setup_in_place(options: SetupOptions) -> bool:
         return False
     if storage == "local":
         return local_in_place(options, uploader, daemon)
-    if storage == "swift":
+    if storage.startswith("swift"):
         return swift_in_place(options, uploader, daemon)
     return s3_in_place(options, uploader, daemon)
 

@@ -14,7 +14,7 @@ def open_store(cfg: Config) -> Store:
         from distsync.storage.local import LocalStore
 
         return LocalStore(cfg.local_store_root())
-    if cfg.storage == "Swift":
+    if cfg.swift_storage:
         from distsync.storage.swift import SwiftStore
 
         return SwiftStore.from_config(cfg)
