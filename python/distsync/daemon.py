@@ -94,7 +94,13 @@ class Daemon:
         self._presigner = cast(Presigner, store) if hasattr(store, "presign") else None
         self.store = InterruptibleStore(store, self._store_calls_end, on_answer=self._moved)
         self.output_dir = cfg.require_output_dir()
-        self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret)
+        cfg.refuse_signing_key()
+        warning = cfg.unsigned_warning()
+        if warning is not None:
+            log.warning("%s", warning)
+        # Every log entry is read through the config's trust (distsync.signed): with
+        # TrustedSigners, an entry not signed by one of them is rejected like a tampered one.
+        self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret, trust=cfg.trust)
         where = (cfg.storage, cfg.storage_bucket, cfg.prefix)
         state_dir = cfg.daemon_state_dir()
         self.state_file = StateFile(
@@ -230,6 +236,20 @@ class Daemon:
                 log.warning("cannot read the store record: %s", exc)
                 return
         self._store_checked = True
+        if (
+            record is not None
+            and not self.catalog.trust.accepts(record.signer)
+            and state.resets_for(record.store_id)
+        ):
+            # The secret seals it, and every server holds the secret: only a signature says
+            # setup wrote it. A forged store id would start this state afresh (and, with the
+            # newest log entries deleted, roll it back): carry on as if there were no record.
+            self._say_once(
+                f"{self.store.description}: the store record names store {record.store_id}, "
+                "but no trusted signer signed it; not following it, carrying on with what "
+                "this daemon knows"
+            )
+            return
         if record is None:
             if state.store_id is not None:
                 self._say_once(

@@ -56,6 +56,7 @@ def upload_file(
     progress: Callable[[int], None] | None = None,
 ) -> Version:
     name = validate_name(name or path.name)
+    cfg.require_signing_key()  # before any object is written: the fleet would refuse it
     handle, info = _open_regular(path)
     with handle:
         object_key = catalog.layout.new_object_key()
@@ -133,6 +134,7 @@ def upload_if_changed(
     ETag or MD5. ``dry_run`` decides without writing anything.
     """
     name = check_source(path, name)
+    cfg.require_signing_key()
     try:
         before: dict[str, Any] | None = catalog.newest(name).facts()
     except UnknownArtifactError:

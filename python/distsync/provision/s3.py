@@ -27,7 +27,11 @@ from distsync.provision.aws_policies import (
 from distsync.provision.aws_state import SetupPlan, SetupSpec, plan_setup
 from distsync.provision.configs import refuse_overwrite
 from distsync.provision.options import DestroyOptions, Say, SetupOptions, SetupResult, silent
-from distsync.provision.record import refuse_existing_store, write_configs_and_record
+from distsync.provision.record import (
+    public_key_of,
+    refuse_existing_store,
+    write_configs_and_record,
+)
 from distsync.storage.s3 import S3Store
 
 __all__ = ["run_destroy", "run_s3_setup", "s3_in_place"]
@@ -78,6 +82,8 @@ def run_s3_setup(
             "setup; the new SharedSecret cannot read them (daemons skip them with a warning)"
         )
 
+    public_keys: list[str] = []
+
     def write_configs(keys: dict[str, AccessKey] | None) -> None:
         if keys is None:
             return
@@ -95,13 +101,15 @@ def run_s3_setup(
             AwsCreds=_aws_table(plan, options.endpoint, keys["daemon"]),
         )
         # S3 has honoured If-None-Match: * since 2024, as the test servers do.
-        write_configs_and_record(
-            options,
-            store,
-            layout,
-            {"atomic_create": True},
-            (upload_path, uploader),
-            (daemon_path, daemon),
+        public_keys.append(
+            write_configs_and_record(
+                options,
+                store,
+                layout,
+                {"atomic_create": True},
+                (upload_path, uploader),
+                (daemon_path, daemon),
+            )
         )
 
     outcome = apply_setup(clients, plan, say=say, warn=warn, finish=write_configs)
@@ -121,6 +129,7 @@ def run_s3_setup(
         setup_id=setup_id,
         changed=outcome.changed,
         configs_written=outcome.keys is not None,
+        public_key=public_keys[0] if public_keys else public_key_of(upload_path),
     )
 
 

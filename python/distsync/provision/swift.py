@@ -257,7 +257,7 @@ def run_swift_setup(
         "Prefix": prefix.rstrip("/"),
     }
     # Native Swift's If-None-Match: * is not atomic (storage/probe.py).
-    write_configs_and_record(
+    public_key = write_configs_and_record(
         options,
         uploader,
         Layout(prefix),
@@ -272,7 +272,9 @@ def run_swift_setup(
             ),
         ),
     )
-    return SetupResult("swift", container, upload_path, daemon_path, notes)
+    return SetupResult(
+        "swift", container, upload_path, daemon_path, notes, public_key=public_key
+    )
 
 
 def swift_in_place(options: SetupOptions, uploader: Config, daemon: Config) -> bool:
