@@ -15,6 +15,8 @@ version_added: "0.1.0"
 description:
   - Reads and verifies the encrypted manifests of the store named by O(config) and returns
     every artifact version, newest first, or only the versions of O(name).
+  - With C(TrustedSigners) or a C(SigningKey) in O(config), only versions signed by a trusted
+    key are returned, as the servers see them.
 options:
   name:
     description: Only return versions of this artifact name.
@@ -107,7 +109,11 @@ def _versions(module):
     from distsync.catalog import Catalog
     from distsync.config import load_config
 
-    found = Catalog.open(load_config(module.params["config"])).versions()
+    cfg = load_config(module.params["config"])
+    warning = cfg.unsigned_warning()
+    if warning is not None:
+        module.warn(warning)
+    found = Catalog.open(cfg).versions()
     return [v.facts() for v in found if module.params["name"] in (None, v.manifest.name)]
 
 

@@ -21,6 +21,10 @@ description:
   - Idempotent - when both configs already exist and match what is asked (and for S3 the
     bucket and users carry the expected policies), nothing changes. Configs are never
     replaced unless O(force=true), which also rotates the shared secret.
+  - The uploader's configuration gets a new Ed25519 signing key (C(SigningKey)); the daemon's
+    gets only its public key (C(TrustedSigners)), returned as RV(public_key). Servers then
+    install only uploads signed with it, so a server's configuration cannot publish to the
+    fleet. The private key is never returned.
   - The store gets a store record sealed with the new secret, so that a config with another
     secret is told so. A directory or bucket that already holds a store (for example after
     O(state=absent), which keeps the store's contents) is only set up again with
@@ -201,6 +205,14 @@ daemon_config:
   description: Path of the daemon's configuration file.
   returned: always
   type: str
+public_key:
+  description:
+    - The public key of the uploader's C(SigningKey), as the daemons' C(TrustedSigners) hold it
+      (for example for the C(distsync.core.daemon) role's C(distsync_daemon_trusted_signers)).
+    - Null when the uploader's configuration has no signing key (set up before signing).
+  returned: when O(state=present)
+  type: str
+  sample: ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo
 notes:
   description: What the operator should know (never a secret).
   returned: always
@@ -214,6 +226,7 @@ removed:
 """
 
 import os
+from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -258,6 +271,12 @@ def _options(params):
     )
 
 
+def _public_key(params):
+    from distsync.provision import public_key_of
+
+    return public_key_of(Path(os.path.expanduser(params["upload_config"])))
+
+
 def present(module):
     from distsync.provision import run_setup, setup_in_place
 
@@ -271,9 +290,9 @@ def present(module):
         notes=[],
     )
     if not params["force"] and setup_in_place(options):
-        return dict(result, changed=False, bucket=params["bucket"])
+        return dict(result, changed=False, bucket=params["bucket"], public_key=_public_key(params))
     if module.check_mode:
-        return dict(result, changed=True, bucket=params["bucket"])
+        return dict(result, changed=True, bucket=params["bucket"], public_key=None)
     outcome = run_setup(options, warn=module.warn)
     return dict(
         result,
@@ -281,6 +300,7 @@ def present(module):
         bucket=outcome.bucket,
         setup_id=outcome.setup_id,
         notes=outcome.notes,
+        public_key=outcome.public_key,
     )
 
 

@@ -15,9 +15,13 @@ version_added: "0.1.0"
 description:
   - Encrypts O(src) end to end and uploads it to the store named by O(config), then announces
     it, so that every server running C(distsync daemon) installs it.
+  - The upload is signed with the C(SigningKey) of O(config), so that servers whose
+    C(TrustedSigners) hold its public key install it. A configuration that trusts signers but
+    has no signing key (a server's configuration) is refused before anything is written.
   - Idempotent by content - when the newest version of O(name) already has the same plaintext
-    SHA-256 (read from its authenticated manifest, never from an ETag or MD5), nothing is
-    uploaded and the module reports C(changed=false).
+    SHA-256 (read from its authenticated manifest, never from an ETag or MD5; with signing on,
+    only from a manifest signed by a trusted key), nothing is uploaded and the module reports
+    C(changed=false).
 options:
   src:
     description: The file to upload.
@@ -91,6 +95,11 @@ previous:
   description: The newest version before this run (name, version, size, sha256), or null.
   returned: always
   type: dict
+signed_by:
+  description: The public key the upload is signed with (C(ed25519:...)), or null without a C(SigningKey).
+  returned: always
+  type: str
+  sample: ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo
 """
 
 from pathlib import Path
@@ -109,8 +118,11 @@ def _upload(module):
     from distsync.upload import upload_if_changed
 
     cfg = load_config(module.params["config"])
+    warning = cfg.unsigned_warning()
+    if warning is not None:
+        module.warn(warning)
     catalog = Catalog.open(cfg)
-    return upload_if_changed(
+    outcome = upload_if_changed(
         cfg,
         catalog.store,
         catalog,
@@ -119,6 +131,13 @@ def _upload(module):
         force=module.params["force"],
         dry_run=module.check_mode,
     )
+    return outcome, cfg.signing_key
+
+
+def _signer_text(signing_key):
+    from distsync.crypto.signing import format_key
+
+    return None if signing_key is None else format_key(signing_key.public_key)
 
 
 def _diff_view(facts):
@@ -138,8 +157,13 @@ def main():
         supports_check_mode=True,
     )
     require_engine(module)
-    outcome = run_engine(module, lambda: _upload(module))
-    result = dict(outcome.after, changed=outcome.changed, previous=outcome.before)
+    outcome, signing_key = run_engine(module, lambda: _upload(module))
+    result = dict(
+        outcome.after,
+        changed=outcome.changed,
+        previous=outcome.before,
+        signed_by=_signer_text(signing_key),
+    )
     if module._diff:
         result["diff"] = dict(before=_diff_view(outcome.before), after=_diff_view(outcome.after))
     module.exit_json(**result)

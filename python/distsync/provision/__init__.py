@@ -32,6 +32,7 @@ from distsync.provision.options import (
     SwiftSetup,
     silent,
 )
+from distsync.provision.record import public_key_of
 from distsync.provision.s3 import run_destroy, run_s3_setup, s3_in_place
 from distsync.provision.swift import run_swift_setup, swift_in_place
 
@@ -41,6 +42,7 @@ __all__ = [
     "SetupResult",
     "SwiftSetup",
     "fill_in_interactively",
+    "public_key_of",
     "render_config",
     "run_destroy",
     "run_setup",
