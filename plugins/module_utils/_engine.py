@@ -53,11 +53,12 @@ def require_engine(module):
         )
 
 
-def run_engine(module, action):
-    """Call ``action()``; an engine error becomes ``fail_json(msg=<its one line>)``."""
+def run_engine(module, action, **facts):
+    """Call ``action()``; an engine error becomes ``fail_json(msg=<its one line>, **facts)``
+    (``facts``: what the task did before the step that failed, e.g. ``changed``)."""
     from distsync.errors import DistsyncError
 
     try:
         return action()
     except DistsyncError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), **facts)

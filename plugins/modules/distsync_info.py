@@ -17,6 +17,8 @@ description:
     every artifact version, newest first, or only the versions of O(name).
   - With C(TrustedSigners) or a C(SigningKey) in O(config), only versions signed by a trusted
     key are returned, as the servers see them.
+  - Also reads the servers' sealed status records and returns, per server, which version of
+    each name it has, failures, and when it was last heard from (C(distsync status --json)).
 options:
   name:
     description: Only return versions of this artifact name.
@@ -53,6 +55,10 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ app.versions[0].version }}"
   when: app.versions | length > 0
+
+- name: Servers that do not have it yet
+  ansible.builtin.debug:
+    msg: "{{ app.servers | rejectattr('artifacts.' ~ 'app.tar.gz', 'defined') | map(attribute='name') }}"
 """
 
 RETURN = r"""
@@ -95,6 +101,49 @@ names:
   returned: always
   type: list
   elements: str
+servers:
+  description:
+    - Each server's status record, sorted by name, as C(distsync status --json) gives it
+      (docs/status.md). Empty when no server has reported yet; when the records cannot be
+      read (an uploader identity from before status records), empty with a warning.
+    - With O(name), each server's C(artifacts) holds only that name.
+  returned: always
+  type: list
+  elements: dict
+  version_added: "0.2.0"
+  contains:
+    name:
+      description: The server's C(NodeName).
+      type: str
+      returned: always
+    label:
+      description: The name, or C(name#<start of node id>) when two servers share a name.
+      type: str
+      returned: always
+    node:
+      description: The server's random node id.
+      type: str
+      returned: always
+    groups:
+      description: The server's C(Groups).
+      type: list
+      elements: str
+      returned: always
+    state:
+      description: C(live), C(stale) (silent for three of its status intervals) or C(stopped).
+      type: str
+      returned: always
+    last_seen:
+      description: When it last wrote its record (its clock, seconds since the epoch).
+      type: float
+      returned: always
+    artifacts:
+      description:
+        - Per artifact name - C(version) installed, C(sha256), C(installed_at), C(newest)
+          version seen, C(hook) (C(ok), C(failed) or null), C(pinned), C(failure) (version,
+          reason, at, final) and C(marks) (C(failed), C(behind), C(pinned), C(stale)).
+      type: dict
+      returned: always
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -105,16 +154,25 @@ from ansible_collections.distsync.core.plugins.module_utils._engine import (
 )
 
 
-def _versions(module):
+def _read(module):
     from distsync.catalog import Catalog
     from distsync.config import load_config
+    from distsync.errors import StorageError
+    from distsync.status import read_fleet
 
+    name = module.params["name"]
     cfg = load_config(module.params["config"])
     warning = cfg.unsigned_warning()
     if warning is not None:
         module.warn(warning)
-    found = Catalog.open(cfg).versions()
-    return [v.facts() for v in found if module.params["name"] in (None, v.manifest.name)]
+    catalog = Catalog.open(cfg)
+    versions = [v.facts() for v in catalog.versions() if name in (None, v.manifest.name)]
+    try:
+        servers = read_fleet(cfg, catalog.store).to_json(name)["servers"]
+    except StorageError as exc:
+        module.warn("cannot read the servers' status records: %s" % exc)
+        servers = []
+    return versions, servers
 
 
 def main():
@@ -126,9 +184,12 @@ def main():
         supports_check_mode=True,
     )
     require_engine(module)
-    versions = run_engine(module, lambda: _versions(module))
+    versions, servers = run_engine(module, lambda: _read(module))
     module.exit_json(
-        changed=False, versions=versions, names=sorted({v["name"] for v in versions})
+        changed=False,
+        versions=versions,
+        names=sorted({v["name"] for v in versions}),
+        servers=servers,
     )
 
 

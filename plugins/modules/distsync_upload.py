@@ -36,6 +36,28 @@ options:
     description: Upload a new version even when the content is unchanged.
     type: bool
     default: false
+  wait:
+    description:
+      - After the upload (or finding the content already uploaded), wait until the servers
+        report this version installed, like C(distsync upload --wait).
+      - Fails with one line naming the servers missing or failed and why when a server
+        reports the version failed or O(wait_timeout) passes.
+      - Nothing is waited for in check mode.
+    type: bool
+    default: false
+    version_added: "0.2.0"
+  wait_servers:
+    description:
+      - With O(wait), how many servers must report the version installed.
+      - Default every live server (one that rewrote its status record within three of its
+        C(StatusInterval)) that is not pinned to another version.
+    type: int
+    version_added: "0.2.0"
+  wait_timeout:
+    description: With O(wait), give up after this many seconds.
+    type: int
+    default: 600
+    version_added: "0.2.0"
 extends_documentation_fragment:
   - distsync.core.engine
   - distsync.core.engine.config
@@ -68,6 +90,13 @@ EXAMPLES = r"""
 - name: Show the version the servers will install
   ansible.builtin.debug:
     msg: "{{ published.name }} version {{ published.version }} sha256 {{ published.sha256 }}"
+
+- name: Publish and fail the job unless six servers installed it within ten minutes
+  distsync.core.distsync_upload:
+    src: dist/app.tar.gz
+    wait: true
+    wait_servers: 6
+    wait_timeout: 600
 """
 
 RETURN = r"""
@@ -100,6 +129,27 @@ signed_by:
   returned: always
   type: str
   sample: ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo
+fleet:
+  description: Where the fleet stood when the wait ended.
+  returned: when O(wait) waited
+  type: dict
+  version_added: "0.2.0"
+  contains:
+    installed:
+      description: How many servers report the version installed.
+      type: int
+      returned: always
+      sample: 6
+    wanted:
+      description: How many were waited for.
+      type: int
+      returned: always
+      sample: 6
+    message:
+      description: One line, as C(distsync upload --wait) prints it.
+      type: str
+      returned: always
+      sample: "app.tar.gz version 42: 6 of 6 servers installed it"
 """
 
 from pathlib import Path
@@ -140,6 +190,23 @@ def _signer_text(signing_key):
     return None if signing_key is None else format_key(signing_key.public_key)
 
 
+def _wait(module, facts):
+    from distsync.config import load_config
+    from distsync.status import wait_for_upload
+    from distsync.storage import open_store
+
+    cfg = load_config(module.params["config"])
+    verdict = wait_for_upload(
+        cfg,
+        open_store(cfg),
+        facts["name"],
+        int(facts["version"]),
+        servers=module.params["wait_servers"],
+        timeout=module.params["wait_timeout"],
+    )
+    return dict(installed=verdict.reached, wanted=verdict.wanted, message=verdict.message)
+
+
 def _diff_view(facts):
     if facts is None:
         return ""
@@ -152,10 +219,17 @@ def main():
             src=dict(type="path", required=True),
             name=dict(type="str"),
             force=dict(type="bool", default=False),
+            wait=dict(type="bool", default=False),
+            wait_servers=dict(type="int"),
+            wait_timeout=dict(type="int", default=600),
             config=dict(type="path", default="~/.distsync"),
         ),
         supports_check_mode=True,
     )
+    if module.params["wait_servers"] is not None and module.params["wait_servers"] < 1:
+        module.fail_json(msg="wait_servers must be at least 1")
+    if module.params["wait_timeout"] < 1:
+        module.fail_json(msg="wait_timeout must be at least 1 second")
     require_engine(module)
     outcome, signing_key = run_engine(module, lambda: _upload(module))
     result = dict(
@@ -164,6 +238,9 @@ def main():
         previous=outcome.before,
         signed_by=_signer_text(signing_key),
     )
+    if module.params["wait"] and not module.check_mode:
+        # A failed wait fails the task; the upload itself stays done (changed=true).
+        result["fleet"] = run_engine(module, lambda: _wait(module, outcome.after), **result)
     if module._diff:
         result["diff"] = dict(before=_diff_view(outcome.before), after=_diff_view(outcome.after))
     module.exit_json(**result)

@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from distsync import __version__
 from distsync.catalog import Catalog, Rejected
@@ -32,6 +32,10 @@ from distsync.fsutil import ReadErrors, atomic_output, local_io_error
 from distsync.manifest import Version
 from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
+
+if TYPE_CHECKING:  # only for annotations of the fleet-status code below
+    from distsync.status.fleet import Verdict
+    from distsync.storage.base import Store
 
 __all__ = ["main"]
 
@@ -157,6 +161,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
     cfg.require_signing_key()  # a server's config cannot publish: say so before anything
+    _check_wait_options(args)
+    uploaded: list[tuple[str, int]] = []  # (name, version) to wait for
     # Every file is checked before anything is written: no half-done batch.
     named = [(Path(name), check_source(Path(name), args.name)) for name in args.files]
     catalog = Catalog.open(cfg)
@@ -177,6 +183,73 @@ def cmd_upload(args: argparse.Namespace) -> int:
             f"{facts['name']}\tversion {facts['version']}\t{facts['size']} bytes"
             f"\tsha256 {facts['sha256']}"
         )
+        uploaded.append((facts["name"], int(facts["version"])))
+    if args.wait:
+        _wait_for_fleet(cfg, catalog.store, uploaded, args)
+    return 0
+
+
+def _check_wait_options(args: argparse.Namespace) -> None:
+    """Before uploading anything: --servers and --all imply --wait."""
+    args.wait = args.wait or args.all or args.servers is not None
+    if args.servers is not None and args.servers < 1:
+        raise UsageError("--servers must be at least 1")
+    if not 0 < args.timeout <= 7 * 86400:
+        raise UsageError("--timeout must be between 0 and 604800 seconds")
+
+
+def _wait_for_fleet(
+    cfg: Config, store: Store, versions: list[tuple[str, int]], args: argparse.Namespace
+) -> None:
+    """``upload --wait``: until the servers report each version installed (exit 6 if not)."""
+    from distsync.status import wait_for_upload
+
+    deadline = time.monotonic() + args.timeout
+    on_terminal = sys.stderr.isatty()
+    for name, seq in versions:
+
+        def show(verdict: Verdict, name: str = name) -> None:
+            if on_terminal:
+                line = f"\r{name}: {verdict.reached}/{verdict.wanted} servers"
+                print(line, end="", file=sys.stderr, flush=True)
+
+        try:
+            verdict = wait_for_upload(
+                cfg,
+                store,
+                name,
+                seq,
+                servers=args.servers,
+                timeout=max(deadline - time.monotonic(), 0.5),
+                progress=show,
+            )
+        finally:
+            if on_terminal:
+                print(file=sys.stderr)
+        print(verdict.message)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from distsync.status import read_fleet
+    from distsync.status.table import render
+
+    cfg = _config(args)
+    view = read_fleet(cfg, open_store(cfg))
+    seq = None
+    if args.version is not None:
+        if not args.name or not args.version.isdigit():
+            raise UsageError("--version ID goes with a NAME, and version ids are numbers")
+        seq = int(args.version)
+    if args.json:
+        print(json.dumps(view.to_json(args.name, seq), indent=2, sort_keys=True))
+        return 0
+    if not view.servers:
+        print(f"no server has reported status to {cfg.storage_bucket} yet", file=sys.stderr)
+        return 0
+    names = [args.name] if args.name else view.names()
+    targets = {name: seq if seq is not None else view.target(name) for name in names}
+    for line in render(view, names, targets):
+        print(line)
     return 0
 
 
@@ -361,15 +434,20 @@ def cmd_setup(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         profile=args.profile,
         require_conditional_log=args.require_conditional_log,
+        record_expiry_days=args.record_expiry_days,
     )
     # Swift: names from flags, secrets from the environment (or a hidden prompt), never argv.
     options.swift = SwiftSetup(auth_url=args.auth_url, daemon_username=args.daemon_user)
     swift_setup_from_environment(options.swift, os.environ)
     if (args.auth_url or args.daemon_user) and options.storage not in (None, "swift"):
         raise UsageError("--auth-url and --daemon-user go with --storage swift")
-    if options.setup_id or options.profile or options.prefix:
+    if options.record_expiry_days is not None and options.storage == "swift":
+        raise UsageError("--record-expiry-days goes with --storage s3 (it is an S3 lifecycle rule)")
+    if options.setup_id or options.profile or options.prefix or options.record_expiry_days:
         if options.storage == "local":
-            raise UsageError("--setup-id, --profile and --prefix go with --storage s3")
+            raise UsageError(
+                "--setup-id, --profile, --prefix and --record-expiry-days go with --storage s3"
+            )
         options.storage = options.storage or "s3"  # these only mean something for S3
     if interactive:
         fill_in_interactively(options)
@@ -402,6 +480,29 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
         "-conf",
         metavar="PATH",
         help="configuration file (default: ~/.distsyncd for daemon, ~/.distsync otherwise)",
+    )
+
+
+def _add_wait_options(upload: argparse.ArgumentParser) -> None:
+    wait = upload.add_argument_group("waiting for the fleet (exit 6 if it does not get there)")
+    wait.add_argument(
+        "--wait", action="store_true", help="return once the servers report it installed"
+    )
+    count = wait.add_mutually_exclusive_group()
+    count.add_argument(
+        "--servers", type=int, metavar="N", help="with --wait: until N servers have it"
+    )
+    count.add_argument(
+        "--all",
+        action="store_true",
+        help="with --wait: until every live server has it (the default)",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --wait: give up after this long (default 600)",
     )
 
 
@@ -469,6 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
         "s3:if-none-match condition; default on for AWS, off with --endpoint)",
     )
     s3.add_argument(
+        "--record-expiry-days",
+        type=int,
+        metavar="DAYS",
+        help="expire the status and peer records of servers that stopped rewriting them "
+        "after this many days (a lifecycle rule; default 7)",
+    )
+    s3.add_argument(
         "--destroy",
         metavar="ID",
         help="remove setup ID's IAM users, keys and policies (the bucket stays)",
@@ -503,7 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="upload even when the newest version of the name has the same content",
     )
+    _add_wait_options(upload)
     upload.set_defaults(handler=cmd_upload)
+
+    status = sub.add_parser("status", help="which server has which version (status records)")
+    _add_config_option(status)
+    status.add_argument("name", nargs="?", help="only this artifact name")
+    status.add_argument("--version", metavar="ID", help="with NAME: compare against this version")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
 
     lst = sub.add_parser("list", help="list artifacts and versions, newest first")
     _add_config_option(lst)

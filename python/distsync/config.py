@@ -79,6 +79,11 @@ KEYS: dict[str, tuple[type, ...]] = {
     "TorrentWebSeedDelay": (int, float),
     "TorrentStallSeconds": (int, float),
     "TrackerURL": (str,),
+    "NodeName": (str,),
+    "Groups": (list,),
+    "StatusInterval": (int, float),
+    "MetricsAddress": (str,),
+    "MetricsTextfile": (str,),
     "AwsCreds": (dict,),
     "Aws": (dict,),
     "PeerDist": (dict,),
@@ -170,6 +175,12 @@ class Config:
     torrent_web_seed_delay: float = 30.0
     torrent_stall_seconds: float = 60.0
     tracker_url: str | None = None
+    # Fleet status and metrics (docs/status.md).
+    node_name: str = field(default_factory=socket.gethostname)
+    groups: tuple[str, ...] = ()
+    status_interval: float = 300.0
+    metrics_address: tuple[str, int] | None = None
+    metrics_textfile: Path | None = None
     # [[Release]] tables (distsync.release).
     releases: tuple[ReleaseSpec, ...] = ()
     swift: SwiftCreds | None = None  # Storage = "Swift"
@@ -360,6 +371,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
             raise fail("ModeMask", "must be a file mode mask from 0 to 0o7777, e.g. 0o777")
         values["mode_mask"] = raw["ModeMask"]
     values.update(_torrent(path, raw))
+    values.update(_fleet(cfg, raw))
     if "Release" in raw:
         values["releases"] = parse_releases(path, raw["Release"])
     values["swift"] = _swift(path, raw, values["storage"])
@@ -467,6 +479,39 @@ def _torrent(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
         if urlsplit(raw["TrackerURL"]).scheme not in ("http", "https", "udp"):
             raise ConfigError(path, "TrackerURL", "must be an http://, https:// or udp:// URL")
         values["tracker_url"] = raw["TrackerURL"]
+    return values
+
+
+def _fleet(cfg: Config, raw: dict[str, Any]) -> dict[str, Any]:
+    """NodeName, Groups, StatusInterval and the Metrics* keys (the daemon's)."""
+    path = cfg.path
+    values: dict[str, Any] = {
+        "status_interval": _number(path, raw, "StatusInterval", 300.0, low=1, high=86400),
+    }
+    if "NodeName" in raw:
+        name = raw["NodeName"].strip()
+        if not name or len(name) > 255 or any(ord(ch) < 32 for ch in name):
+            raise ConfigError(path, "NodeName", "must be 1-255 printable characters")
+        values["node_name"] = name
+    if "Groups" in raw:
+        groups = raw["Groups"]
+        if not all(isinstance(g, str) and g.strip() and len(g) <= 255 for g in groups):
+            raise ConfigError(path, "Groups", 'must be a list of names, e.g. ["web", "eu"]')
+        values["groups"] = tuple(dict.fromkeys(g.strip() for g in groups))
+    if raw.get("MetricsAddress"):
+        host, sep, port = raw["MetricsAddress"].rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(path, "MetricsAddress", 'must be HOST:PORT, e.g. "127.0.0.1:9717"')
+        # [::1]:9717 for IPv6; an empty host is loopback, never every interface by accident.
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        values["metrics_address"] = (host or "127.0.0.1", int(port))
+    if raw.get("MetricsTextfile"):
+        textfile = cfg._resolve(raw["MetricsTextfile"])
+        if not textfile.name.endswith(".prom"):
+            raise ConfigError(
+                path, "MetricsTextfile", "must end in .prom (node_exporter reads only those)"
+            )
+        values["metrics_textfile"] = textfile
     return values
 
 

@@ -49,7 +49,9 @@ from distsync.state import (
     plan_installs,
     state_file_name,
 )
+from distsync.status.reporter import Observer, start_reporting
 from distsync.storage.base import Presigner, Store
+from distsync.storage.counting import CountingStore
 from distsync.store_record import read_store_record, verify_store
 from distsync.swarm.session import Swarm, open_swarm
 from distsync.swarm.settings import TorrentSettings
@@ -85,6 +87,7 @@ class CycleReport:
 
 class Daemon:
     def __init__(self, cfg: Config, store: Store, *, stop: threading.Event | None = None) -> None:
+        self.counted = CountingStore(store)  # requests and bytes read: status and metrics
         self.cfg = cfg
         self.stop = stop or threading.Event()
         self._wake = threading.Event()  # poll now: a stop request, or a peer has news
@@ -92,7 +95,7 @@ class Daemon:
         self.heartbeat = Heartbeat(time.monotonic())
         # Presigning is local (no request), so the swarm's web seed uses the store directly.
         self._presigner = cast(Presigner, store) if hasattr(store, "presign") else None
-        self.store = InterruptibleStore(store, self._store_calls_end, on_answer=self._moved)
+        self.store = InterruptibleStore(self.counted, self._store_calls_end, on_answer=self._moved)
         self.output_dir = cfg.require_output_dir()
         cfg.refuse_signing_key()
         warning = cfg.unsigned_warning()
@@ -113,6 +116,7 @@ class Daemon:
         self._unsatisfiable_pins: set[str] = set()  # pins no version can satisfy
         self._abandoned = False  # a worker outlived the stop grace: keep what it may use
         self.swarm: Swarm | None = None  # Storage = "S3+BitTorrent", while run() runs
+        self.fleet = Observer()  # status record and metrics, while run() runs
         # [[Release]] names take the release path; the rest go to OutputDir.
         self.releases = Releases(
             cfg.releases,
@@ -149,6 +153,7 @@ class Daemon:
         except DistsyncError as exc:
             log.warning("cannot check for new artifacts: %s", exc)
             report.failed.append(str(exc))
+            self.fleet.poll_failed(str(exc))
             return report
         lost = self._forget_missing_files(state)
         full_list = self._polls % _FULL_LIST_EVERY == 0
@@ -176,6 +181,7 @@ class Daemon:
         except DistsyncError as exc:
             log.warning("cannot list new artifacts: %s", exc)
             report.failed.append(str(exc))
+            self.fleet.poll_failed(str(exc))
             return report
         plain = [v for v in found if not self.releases.claims(v.manifest.name)]
         tried: set[int] = set()
@@ -417,6 +423,7 @@ class Daemon:
                 manifest.sha256,
             )
             return
+        self.fleet.installing(version)
         try:
             fetch = self.swarm.fetch if self.swarm is not None else fetch_version
             result = fetch(
@@ -457,6 +464,7 @@ class Daemon:
                     exc,
                 )
             report.failed.append(str(exc))
+            self.fleet.failed(version, str(exc), final=True)
             return
         except (DistsyncError, OSError) as exc:
             # An OSError here is a local file problem the transfer did not name itself.
@@ -468,6 +476,7 @@ class Daemon:
             )
             state.retry[name] = seq
             report.failed.append(str(exc))
+            self.fleet.failed(version, str(exc), final=False)
             return
         state.installed[name] = Installed(seq, manifest.sha256, manifest.size)
         state.retry.pop(name, None)
@@ -488,15 +497,17 @@ class Daemon:
             result.size,
             result.seconds,
         )
+        healthy = None
         if self.cfg.on_update:
             self._expect_silence(self.cfg.hook_timeout)
-            run_hook(
+            healthy = run_hook(
                 self.cfg.on_update,
                 dest,
                 version,
                 self.cfg.hook_timeout,
                 should_stop=self.stop.is_set,
             )
+        self.fleet.installed(version, hook=healthy, swarm=self.swarm is not None)
 
     # -- releases ([[Release]], distsync.release) ------------------------------------------
 
@@ -530,6 +541,7 @@ class Daemon:
     def _report_activations(self, report: CycleReport) -> None:
         for outcome in self.releases.drain_outcomes():
             report.activations.append(outcome)
+            self.fleet.activated(outcome)
             if not outcome.healthy:
                 report.failed.append(f"{outcome.name} version {outcome.version}: {outcome.reason}")
 
@@ -546,6 +558,7 @@ class Daemon:
             self.releases.managed(),
             _stop_on_signals(self.stop, self._wake),
             self._swarm(),
+            self._reporting(once),
         ):
             log.info("watching %s for %s", self.store.description, self.output_dir)
             watchdog = sdnotify.watchdog_interval()
@@ -557,9 +570,11 @@ class Daemon:
             # not take for a failed start; the watchdog is fed all through it.
             sdnotify.notify("READY=1")
             while not self.stop.is_set():
+                began = time.monotonic()
                 report = self._cycle_until_stopped(watchdog)
                 if report is None:
                     break
+                self.fleet.cycle_done(time.monotonic() - began)
                 if once:
                     return 1 if report.failed else 0
                 self._rest(watchdog)
@@ -639,6 +654,21 @@ class Daemon:
                 self._farewell_until = time.monotonic() + _FAREWELL
                 self.swarm.close()
             self.swarm = None
+
+    @contextlib.contextmanager
+    def _reporting(self, once: bool) -> Iterator[None]:
+        """This server's status record and metrics for the daemon's lifetime (status.reporter).
+
+        On the way out the last record says the server stopped, unless this was one
+        ``--once`` cycle: a server run from a timer is not gone between its runs."""
+        # The reporter's own thread writes through the counted store itself: its last record
+        # goes out after the stop request, which the daemon's store calls give way to.
+        self.fleet = start_reporting(self.cfg, self.counted, self.state_file.load, self.output_dir)
+        try:
+            yield
+        finally:
+            self.fleet.close(stopped=not once or self.stop.is_set())
+            self.fleet = Observer()
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

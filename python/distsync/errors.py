@@ -12,6 +12,7 @@ __all__ = [
     "AccessDeniedError",
     "ConfigError",
     "DistsyncError",
+    "FleetError",
     "FormatError",
     "IntegrityError",
     "LocalIOError",
@@ -111,3 +112,10 @@ class LocalIOError(DistsyncError):
     """A local file could not be read or written (permissions, disk full, missing directory)."""
 
     exit_code = 5
+
+
+class FleetError(DistsyncError):
+    """The fleet did not do what was waited for: servers missing, or reporting a failure
+    (``upload --wait``). The message names the servers and why."""
+
+    exit_code = 6

@@ -6,7 +6,8 @@ after part of its body), or stalls (holds the connection silent for longer than 
 read timeout). Rules fire a given number of times, first match wins; ``counts`` records what
 was forwarded and what was done, so a test can prove that its faults really happened, and
 ``counts["body bytes"]`` how many response body bytes the server sent for the client (all
-of them, even if the client hung up before reading them).
+of them, even if the client hung up before reading them), and ``requests`` every request in
+order (what an idle daemon costs is counted there).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.faults: list[Fault] = []
         self.counts: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []  # (method, path and query), in order
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -93,6 +95,7 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
             self.counts.clear()
+            self.requests.clear()
 
     def pending(self) -> int:
         """Faults still armed (a test asserts 0 to know every one of them fired)."""
@@ -104,6 +107,7 @@ class FaultProxy:
     ) -> Fault | None:
         with self._lock:
             self.counts[method] += 1
+            self.requests.append((method, path))
             for fault in self.faults:
                 if fault.matches(method, path, ranged, start):
                     fault.times -= 1

@@ -17,7 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from distsync.config import load_config
 from distsync.crypto.signing import SigningKey
+from distsync.layout import Layout
+from distsync.storage import open_store
+from distsync.store_record import new_store_record, seal_store_record
 from faultproxy import Fault, FaultProxy
 from s3server import ACCESS_KEY, SECRET_KEY, Bucket
 
@@ -32,7 +36,7 @@ SIGNING_KEY = SigningKey.generate()
 
 
 def config(write_config: Callable[..., Path], endpoint: str, bucket: str) -> Path:
-    return write_config(
+    path = write_config(
         'SharedSecret = "{secret}"\n'
         f'StorageBucket = "{bucket}"\nStorage = "S3"\nChunkSize = {CHUNK}\n'
         # Signed, as setup makes a store: no warning about unsigned uploads in stderr.
@@ -40,6 +44,13 @@ def config(write_config: Callable[..., Path], endpoint: str, bucket: str) -> Pat
         f'[AwsCreds]\nRegion = "us-east-1"\nAccessKey = "{ACCESS_KEY}"\n'
         f'SecretKey = "{SECRET_KEY}"\nEndpoint = "{endpoint}"\n'
     )
+    # A store as setup leaves it: with its record, so commands say nothing about a missing one.
+    cfg = load_config(path)
+    record = new_store_record(time.time(), {"atomic_create": True})
+    open_store(cfg).put(
+        Layout(cfg.prefix).store_record, seal_store_record(cfg.secret, Layout(cfg.prefix), record)
+    )
+    return path
 
 
 def upload(run_cli: RunCli, conf: Path, tmp_path: Path) -> bytes:

@@ -157,6 +157,14 @@ def test_health_gated_releases_revert_and_keep(rel: Releases) -> None:
     last = report["last"]
     assert (last["version"], last["healthy"], last["current"]) == (v2, False, v1)
 
+    # The server's status record says so too: `upload --wait` for v2 ends with exit 6.
+    def status_says_failed() -> str | None:
+        shown = rel.site.cli("status", "-c", str(rel.site.upload_conf), "--json", "app-2.tar.gz")
+        (item,) = json.loads(shown.stdout)["artifacts"] or [{"failed": {}}]
+        return next(iter(item["failed"].values()), None)
+
+    assert "HealthCheck exited 1" in wait_for(status_says_failed, "a status record", 30, 0.2)
+
     # Not retried: several more polls, still one activation of v2.
     polls = daemon.log().count("activating")
     time.sleep(3)

@@ -137,7 +137,8 @@ def test_upload_list_download_and_install(fleet: Fleet, bucket: Bucket) -> None:
 
     # Names appear nowhere in the bucket: keys, metadata, headers, or (plaintext) bodies.
     keys = list(all_objects(bucket))
-    assert len(keys) == 5  # two objects, two log entries, the marker
+    # Two objects, two log entries, the marker, and the daemon's status record.
+    assert len(keys) == 6 and sum(key.startswith("distsync/v3/status/") for key in keys) == 1
     for key in keys:
         head = bucket.client.head_object(Bucket=bucket.name, Key=key)
         body = bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()

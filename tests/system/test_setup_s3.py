@@ -15,6 +15,7 @@ import os
 import pty
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from botocore.exceptions import ClientError
 from distsync.config import load_config
 from distsync.errors import UsageError
@@ -36,6 +38,11 @@ from distsync.provision import aws_policies as aws
 
 # tests/system is on sys.path (pytest's default "prepend" import mode, no __init__.py).
 from iamserver import ROOT, IamServer, Keys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "distsync/v3/"
@@ -75,20 +82,24 @@ def test_uploader_policy_allows_exactly_what_uploads_need() -> None:
         ("s3:GetObject", obj + "log/*"),
         ("s3:GetObject", obj + "marker"),
         ("s3:GetObject", obj + "store"),
+        ("s3:GetObject", obj + "status/*"),
         ("s3:ListBucket", "arn:aws:s3:::distsync-x"),
     }
     actions = {action for action, _ in _grants(uploader)}
     assert not any(a.startswith("s3:Delete") for a in actions)
     assert ("s3:GetObject", obj + "objects/*") not in _grants(uploader)
     listing = next(st for st in _statements(uploader) if st["Action"] == "s3:ListBucket")
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["distsync/v3/log/*"]}}
+    assert listing["Condition"] == {
+        "StringLike": {"s3:prefix": ["distsync/v3/log/*", "distsync/v3/status/*"]}
+    }
 
 
-def test_daemon_policy_only_reads_and_peer_records_are_an_opt_in_hook() -> None:
+def test_daemon_policy_reads_writes_only_status_and_peer_records_are_opt_in() -> None:
     daemon = aws.build_policies("distsync-x", "team/a")["daemon"]
     assert _grants(daemon) == {
         ("s3:ListBucket", "arn:aws:s3:::distsync-x"),
         ("s3:GetObject", "arn:aws:s3:::distsync-x/team/a/*"),
+        ("s3:PutObject", "arn:aws:s3:::distsync-x/team/a/status/*"),
     }
     listing = next(st for st in _statements(daemon) if st["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["team/a/*"]}}
@@ -98,7 +109,10 @@ def test_daemon_policy_only_reads_and_peer_records_are_an_opt_in_hook() -> None:
         for action, resource in _grants(with_peers["daemon"])
         if action != "s3:GetObject" and action != "s3:ListBucket"
     }
-    assert writes == {("s3:PutObject", "arn:aws:s3:::distsync-x/distsync/v3/peers/*")}
+    assert writes == {
+        ("s3:PutObject", "arn:aws:s3:::distsync-x/distsync/v3/status/*"),
+        ("s3:PutObject", "arn:aws:s3:::distsync-x/distsync/v3/peers/*"),
+    }
     # The uploader gains nothing under peers/.
     assert with_peers["uploader"] == aws.build_policies("distsync-x")["uploader"]
 
@@ -220,14 +234,11 @@ def _new_id() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
-def run_cli(
-    home: Path, *args: str, keys: Keys | None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """``python -m distsync ARGS`` as a real process with only ``keys`` as AWS credentials."""
+def _cli_env(home: Path) -> dict[str, str]:
+    """run_cli's environment with no AWS credentials: the configs' own keys are used."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
         HOME=str(home),
-        XDG_STATE_HOME=str(home / "state"),
         AWS_CONFIG_FILE=str(home / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
         AWS_EC2_METADATA_DISABLED="true",
@@ -235,6 +246,14 @@ def run_cli(
             [str(REPO / "python"), *filter(None, [os.environ.get("PYTHONPATH")])]
         ),
     )
+    return env
+
+
+def run_cli(
+    home: Path, *args: str, keys: Keys | None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m distsync ARGS`` as a real process with only ``keys`` as AWS credentials."""
+    env = dict(_cli_env(home), XDG_STATE_HOME=str(home / "state"))
     if keys is not None:
         env.update(
             AWS_ACCESS_KEY_ID=keys.access_key_id, AWS_SECRET_ACCESS_KEY=keys.secret_access_key
@@ -324,6 +343,7 @@ def provisioned(server: IamServer, admin: Keys, tmp_path_factory: pytest.TempPat
     root.put_object(Bucket=done.bucket, Key=PREFIX + "objects/seed", Body=b"c" * 100)
     root.put_object(Bucket=done.bucket, Key=PREFIX + "log/00000000000000000001", Body=b"m")
     root.put_object(Bucket=done.bucket, Key=PREFIX + "marker", Body=b'{"latest": 1}')
+    root.put_object(Bucket=done.bucket, Key=PREFIX + "status/seed", Body=b"s")
     root.put_object(Bucket=done.bucket, Key="outside/secret", Body=b"s")
     return done
 
@@ -374,9 +394,19 @@ def test_setup_creates_a_private_bucket_two_users_and_0600_configs(
     rules = s3.get_bucket_encryption(Bucket=provisioned.bucket)["ServerSideEncryptionConfiguration"]
     assert rules["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     assert s3.get_bucket_versioning(Bucket=provisioned.bucket)["Status"] == "Enabled"
-    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=provisioned.bucket)["Rules"]
+    rules = {
+        rule["ID"]: rule
+        for rule in s3.get_bucket_lifecycle_configuration(Bucket=provisioned.bucket)["Rules"]
+    }
+    assert sorted(rules) == ["distsync", "distsync-peer-records", "distsync-status-records"]
+    rule = rules["distsync"]
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
     assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    # Records of servers that stopped rewriting them expire after 7 days.
+    for leaf, rule_id in aws.RECORD_RULE_IDS.items():
+        assert rules[rule_id]["Filter"] == {"Prefix": PREFIX + leaf}
+        assert rules[rule_id]["Expiration"] == {"Days": 7}
+        assert rules[rule_id]["Status"] == "Enabled"
     ownership = s3.get_bucket_ownership_controls(Bucket=provisioned.bucket)["OwnershipControls"]
     assert ownership["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     tags = {
@@ -435,6 +465,10 @@ def test_uploader_can_write_artifacts_append_to_the_log_and_announce(
     # The marker: rewrite it, read its hint.
     s3.put_object(Bucket=b, Key=PREFIX + "marker", Body=b'{"latest": 2}')
     assert s3.get_object(Bucket=b, Key=PREFIX + "marker")["Body"].read() == b'{"latest": 2}'
+    # The servers' status records (upload --wait, distsync status): list and read, not write.
+    listed = s3.list_objects_v2(Bucket=b, Prefix=PREFIX + "status/")
+    assert PREFIX + "status/seed" in [item["Key"] for item in listed.get("Contents", [])]
+    assert s3.get_object(Bucket=b, Key=PREFIX + "status/seed")["Body"].read() == b"s"
 
 
 @pytest.mark.parametrize(
@@ -450,6 +484,7 @@ def test_uploader_can_write_artifacts_append_to_the_log_and_announce(
         "put outside the prefix",
         "put elsewhere under the prefix",
         "put a peer record",
+        "put a status record",
         "list the whole bucket",
         "list artifacts",
         "list versions",
@@ -549,6 +584,18 @@ def test_daemon_can_list_and_read_everything_under_the_prefix(
         assert answer.read() == b"c" * 100
 
 
+def test_daemon_can_write_status_records_and_nothing_else(
+    server: IamServer, provisioned: Setup
+) -> None:
+    s3, b = server.client("s3", provisioned.daemon), provisioned.bucket
+    key = PREFIX + "status/" + "d" * 32
+    s3.put_object(Bucket=b, Key=key, Body=b"sealed record")
+    s3.put_object(Bucket=b, Key=key, Body=b"rewritten")  # each heartbeat rewrites it
+    assert s3.get_object(Bucket=b, Key=key)["Body"].read() == b"rewritten"
+    assert_denied(lambda: s3.delete_object(Bucket=b, Key=key))
+    assert_denied(lambda: s3.put_object(Bucket=b, Key=PREFIX + "statusx", Body=b"x"))
+
+
 @pytest.mark.parametrize(
     "what",
     [
@@ -640,6 +687,11 @@ def _attempt(server: IamServer, provisioned: Setup, keys: Keys, what: str) -> ob
         ),
         "rewrite the marker": lambda: s3.put_object(Bucket=b, Key=marker, Body=b"{}"),
         "put a peer record": lambda: s3.put_object(Bucket=b, Key=PREFIX + "peers/me", Body=b"x"),
+        "put a status record": lambda: s3.put_object(
+            Bucket=b, Key=PREFIX + "status/" + "a" * 32, Body=b"x"
+        ),
+        "read a status record": lambda: s3.get_object(Bucket=b, Key=PREFIX + "status/seed"),
+        "list the status records": lambda: s3.list_objects_v2(Bucket=b, Prefix=PREFIX + "status/"),
         "put outside the prefix": lambda: s3.put_object(Bucket=b, Key="outside/x", Body=b"x"),
         "put elsewhere under the prefix": lambda: s3.put_object(
             Bucket=b, Key=PREFIX + "other", Body=b"x"
@@ -691,6 +743,29 @@ def _snapshot(server: IamServer, done: Setup) -> dict[str, Any]:
             [k["AccessKeyId"] for k in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]],
         )
     return state
+
+
+def test_record_expiry_is_configurable_and_a_rerun_keeps_it(
+    server: IamServer, admin: Keys, tmp_path: Path
+) -> None:
+    done = do_setup(server, admin, tmp_path, "--record-expiry-days", "3")
+    s3 = server.client("s3")
+
+    def record_days() -> set[int]:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=done.bucket)["Rules"]
+        return {r["Expiration"]["Days"] for r in rules if r["ID"] in aws.RECORD_RULE_IDS.values()}
+
+    assert record_days() == {3}
+    again = run_cli(tmp_path, *setup_args(server, done.setup_id, tmp_path), keys=admin)
+    assert again.returncode == 0, again.stderr
+    assert "settings as expected (unchanged)" in again.stdout
+    assert record_days() == {3}
+    bad = run_cli(
+        tmp_path,
+        *setup_args(server, done.setup_id, tmp_path, "--record-expiry-days", "0"),
+        keys=admin,
+    )
+    assert bad.returncode == 2 and "--record-expiry-days 0" in bad.stderr
 
 
 def test_rerun_with_the_same_id_changes_nothing_and_says_what_exists(
@@ -1033,3 +1108,76 @@ def test_upload_and_daemon_install_with_only_the_created_identities(
     )
     assert down.returncode == 4 and "Traceback" not in down.stderr
     assert not (tmp_path / "app.tar.gz.distsync-tmp").exists()
+
+
+def test_fleet_status_and_upload_wait_with_only_the_created_identities(
+    server: IamServer, admin: Keys, tmp_path: Path
+) -> None:
+    """Three daemons with the daemon identity write their status records; the uploader
+    identity waits on them and reads them; nothing in the bucket names a server or artifact."""
+    done = do_setup(server, admin, tmp_path)
+    base = tomllib.loads(done.daemon_config.read_text())
+    names = ["s3-node-alpha-91", "s3-node-bravo-91", "s3-node-charlie-91"]
+    daemons: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in names:
+            config = tmp_path / f"{name}.toml"
+            config.write_text(
+                tomli_w.dumps(
+                    dict(
+                        base,
+                        NodeName=name,
+                        OutputDir=str(tmp_path / name / "out"),
+                        StateDir=str(tmp_path / name / "state"),
+                        PollInterval=0.5,
+                        PollJitter=0,
+                        StatusInterval=5,
+                    )
+                )
+            )
+            config.chmod(0o600)
+            with open(tmp_path / f"{name}.log", "wb") as log:
+                daemons.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "distsync", "daemon", "-c", str(config)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=_cli_env(tmp_path),
+                    )
+                )
+        artifact = tmp_path / "s3-fleet-artifact-91.bin"
+        artifact.write_bytes(os.urandom(1024 * 1024 + 5))
+        upload = run_cli(
+            tmp_path, "upload", "-c", str(done.upload_config), str(artifact),
+            "--wait", "--servers", "3", "--timeout", "120", keys=None, timeout=180,
+        )  # fmt: skip
+        logs = "".join((tmp_path / f"{n}.log").read_text() for n in names)
+        assert upload.returncode == 0, upload.stderr + logs
+        assert "3 of 3 servers installed it" in upload.stdout
+        for name in names:
+            assert (tmp_path / name / "out" / artifact.name).read_bytes() == artifact.read_bytes()
+        shown = run_cli(tmp_path, "status", "-c", str(done.upload_config), "--json", keys=None)
+        assert shown.returncode == 0, shown.stderr
+        servers = json.loads(shown.stdout)["servers"]
+        assert sorted(s["name"] for s in servers) == names
+        assert all(s["artifacts"][artifact.name]["version"] == "1" for s in servers)
+        assert "cannot write this server's status record" not in logs
+    finally:
+        for proc in daemons:
+            proc.send_signal(signal.SIGTERM)
+        for proc in daemons:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    # The daemons said they stopped: the records are still there, sealed.
+    root = server.client("s3")
+    versions = root.list_object_versions(Bucket=done.bucket).get("Versions", [])
+    assert sum(v["Key"].startswith(PREFIX + "status/") for v in versions) >= 6
+    for v in versions:
+        body = root.get_object(Bucket=done.bucket, Key=v["Key"], VersionId=v["VersionId"])
+        data = body["Body"].read()
+        for text in [*names, artifact.name]:
+            assert text not in v["Key"] and text.encode() not in data, v["Key"]

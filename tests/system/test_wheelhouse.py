@@ -61,8 +61,8 @@ def house(tmp_path: Path) -> Path:
     d = tmp_path / "wheelhouse"
     d.mkdir()
     wheel(d, "distsync-0.1.0-py3-none-any.whl", "cryptography>=50", "boto3>=1.34",
-          "python-swiftclient>=4.4", "tomli-w>=1.0", "tomli>=2.0; python_version < '3.11'",
-          "libtorrent>=2.0.9; extra == 'torrent'")
+          "prometheus-client>=0.20", "python-swiftclient>=4.4", "tomli-w>=1.0",
+          "tomli>=2.0; python_version < '3.11'", "libtorrent>=2.0.9; extra == 'torrent'")
     wheel(d, "cryptography-50.0.2-cp311-abi3-manylinux_2_34_x86_64.whl",
           "cffi>=2.0.0; platform_python_implementation != 'PyPy'",
           "bcrypt>=3.1.5; extra == 'ssh'")
@@ -75,6 +75,7 @@ def house(tmp_path: Path) -> Path:
     wheel(d, "boto3-1.43.11-py3-none-any.whl", "botocore<1.44.0,>=1.43.11")
     wheel(d, "botocore-1.43.106-py3-none-any.whl")
     wheel(d, "tomli_w-1.2.0-py3-none-any.whl")
+    wheel(d, "prometheus_client-0.26.0-py3-none-any.whl")
     wheel(d, "python_swiftclient-4.11.0-py3-none-any.whl", "requests>=2.4.0")
     wheel(d, "requests-2.34.2-py3-none-any.whl", "charset_normalizer<4,>=2", "idna<4,>=2.5",
           "urllib3<3,>=1.26", "certifi>=2023.5.7")
@@ -212,7 +213,7 @@ def test_a_wheel_the_pins_do_not_name_is_reported(house: Path) -> None:
             "boto3": "1.43.11", "botocore": "1.43.106", "tomli-w": "1.2.0",
             "setuptools": "80.9.0", "python-swiftclient": "4.11.0", "requests": "2.34.2",
             "charset-normalizer": "3.5.2", "idna": "3.20", "urllib3": "2.8.0",
-            "certifi": "2026.10.18"}
+            "certifi": "2026.10.18", "prometheus-client": "0.26.0"}
     assert wh.unpinned(wheels, pins) == []
     pins["botocore"] = "1.43.105"
     del pins["pycparser"]
@@ -226,5 +227,5 @@ def test_this_checkouts_pins_cover_the_engines_dependencies() -> None:
     for name in ("cryptography", "cffi", "pycparser", "boto3", "botocore", "s3transfer",
                  "jmespath", "python-dateutil", "six", "urllib3", "tomli-w", "libtorrent",
                  "python-swiftclient", "requests", "charset-normalizer", "idna", "certifi",
-                 "setuptools"):
+                 "prometheus-client", "setuptools"):
         assert name in pins, name

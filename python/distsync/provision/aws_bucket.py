@@ -16,8 +16,10 @@ from distsync.provision.aws_policies import (
     ABORT_MULTIPART_DAYS,
     LIFECYCLE_RULE_ID,
     NONCURRENT_VERSION_DAYS,
+    RECORD_EXPIRY_DAYS,
+    RECORD_RULE_IDS,
     TAG_SETUP_ID,
-    lifecycle_rule,
+    lifecycle_rules,
 )
 from distsync.provision.aws_state import SetupPlan, read_bucket_tags
 from distsync.provision.options import Say
@@ -115,21 +117,24 @@ def ensure_bucket(clients: AwsClients, plan: SetupPlan, journal: Journal, say: S
         ),
     )
     rules = _lifecycle_rules(clients, bucket)
+    record_days = plan.record_expiry_days or _record_days(rules) or RECORD_EXPIRY_DAYS
+    wanted = lifecycle_rules(plan.prefix, record_days)
+    ours = {LIFECYCLE_RULE_ID, *RECORD_RULE_IDS.values()}
     converge(
-        "lifecycle rule",
-        lambda: any(_same_rule(rule, lifecycle_rule()) for rule in rules),
+        "lifecycle rules",
+        lambda: all(any(_same_rule(rule, want) for rule in rules) for want in wanted),
         lambda: s3.put_bucket_lifecycle_configuration(
             Bucket=bucket,
             LifecycleConfiguration={
                 # Other rules an operator added stay as they are.
-                "Rules": [r for r in rules if r.get("ID") != LIFECYCLE_RULE_ID] + [lifecycle_rule()]
+                "Rules": [r for r in rules if r.get("ID") not in ours] + wanted
             },
         ),
     )
     settings = (
         "private, public access blocked, ACLs disabled, AES256 by default, versioning on, "
         f"incomplete uploads aborted after {ABORT_MULTIPART_DAYS} days, old versions kept "
-        f"{NONCURRENT_VERSION_DAYS} days"
+        f"{NONCURRENT_VERSION_DAYS} days, records of servers gone {record_days} days expired"
     )
     if created:
         say(f"created bucket {bucket} in {plan.region} ({settings})")
@@ -164,6 +169,16 @@ def _lifecycle_rules(clients: AwsClients, bucket: str) -> list[dict[str, Any]]:
     return list(found.get("Rules", []))
 
 
+def _record_days(rules: list[dict[str, Any]]) -> int | None:
+    """The record expiry an earlier run chose, so a re-run without the option keeps it."""
+    for rule in rules:
+        if rule.get("ID") in RECORD_RULE_IDS.values():
+            days = rule.get("Expiration", {}).get("Days")
+            if isinstance(days, int) and days > 0:
+                return days
+    return None
+
+
 def _same_rule(rule: dict[str, Any], want: dict[str, Any]) -> bool:
     def days(r: dict[str, Any], key: str, inner: str) -> object:
         return r.get(key, {}).get(inner)
@@ -171,11 +186,15 @@ def _same_rule(rule: dict[str, Any], want: dict[str, Any]) -> bool:
     return (
         rule.get("ID") == want["ID"]
         and rule.get("Status") == "Enabled"
-        and not (rule.get("Filter") or {}).get("Prefix")
-        and days(rule, "AbortIncompleteMultipartUpload", "DaysAfterInitiation")
-        == days(want, "AbortIncompleteMultipartUpload", "DaysAfterInitiation")
-        and days(rule, "NoncurrentVersionExpiration", "NoncurrentDays")
-        == days(want, "NoncurrentVersionExpiration", "NoncurrentDays")
+        and (rule.get("Filter") or {}).get("Prefix", "") == want["Filter"]["Prefix"]
+        and all(
+            days(rule, key, inner) == days(want, key, inner)
+            for key, inner in (
+                ("AbortIncompleteMultipartUpload", "DaysAfterInitiation"),
+                ("NoncurrentVersionExpiration", "NoncurrentDays"),
+                ("Expiration", "Days"),
+            )
+        )
     )
 
 

@@ -4,8 +4,9 @@ What one setup id owns (names carry the id, tags record it, so ``--destroy ID`` 
 removes what setup made):
 
 - the bucket ``distsync-ID`` (or ``--bucket``): private, public access blocked, ACLs off,
-  default encryption, versioning on, and ``lifecycle_rule()``, which aborts incomplete
-  multipart uploads and expires old versions after a grace period;
+  default encryption, versioning on, and ``lifecycle_rules()``: incomplete multipart uploads
+  aborted, old versions expired after a grace period, and the status and peer records of
+  servers that stopped rewriting them expired;
 - the IAM users ``distsync-ID-uploader`` and ``distsync-ID-daemon`` (path ``/distsync/``),
   each with one inline policy from ``build_policies`` and one access key.
 
@@ -27,6 +28,8 @@ __all__ = [
     "LIFECYCLE_RULE_ID",
     "NONCURRENT_VERSION_DAYS",
     "POLICY_NAME",
+    "RECORD_EXPIRY_DAYS",
+    "RECORD_RULE_IDS",
     "ROLES",
     "TAG_BUCKET",
     "TAG_LOG_CONDITION",
@@ -37,6 +40,7 @@ __all__ = [
     "build_policies",
     "default_bucket",
     "lifecycle_rule",
+    "lifecycle_rules",
     "new_setup_id",
     "normalize_prefix",
     "setup_admin_policy",
@@ -59,6 +63,10 @@ TAG_ROLE = "distsync:role"
 TAG_LOG_CONDITION = "distsync:log-condition"
 ABORT_MULTIPART_DAYS = 7
 NONCURRENT_VERSION_DAYS = 30
+# Servers rewrite their status record at least every StatusInterval and their peer record
+# while they run; one not rewritten for this long belongs to a server that is gone.
+RECORD_EXPIRY_DAYS = 7
+RECORD_RULE_IDS = {"status/": "distsync-status-records", "peers/": "distsync-peer-records"}
 
 # Short enough that "distsync-ID-uploader" fits IAM's 64-character user names and
 # "distsync-ID" S3's 63-character bucket names; lower case because bucket names must be.
@@ -192,18 +200,19 @@ def build_policies(
             },
             {
                 # The marker's hint and the log entries (encrypted manifests) are what versioning
-                # and idempotent uploads need to read; the store record tells a wrong secret.
-                "Sid": "ReadLogAndMarker",
+                # and idempotent uploads need to read; the store record tells a wrong secret;
+                # the servers' status records are what `upload --wait` and `distsync status` read.
+                "Sid": "ReadLogMarkerAndStatus",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
-                "Resource": [keys("log/*"), keys("marker"), keys("store")],
+                "Resource": [keys("log/*"), keys("marker"), keys("store"), keys("status/*")],
             },
             {
-                "Sid": "ListLog",
+                "Sid": "ListLogAndStatus",
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}log/*"]}},
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}log/*", f"{prefix}status/*"]}},
             },
         ],
     }
@@ -217,6 +226,14 @@ def build_policies(
         },
         # GetObject also covers HEAD (the marker poll) and ranged GETs (artifact chunks).
         {"Sid": "ReadAll", "Effect": "Allow", "Action": "s3:GetObject", "Resource": keys("*")},
+        {
+            # Each server's own status record (distsync.status); the uploader cannot write
+            # here and the daemon can write nowhere else but peers/.
+            "Sid": "StatusRecords",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": keys("status/*"),
+        },
     ]
     if daemon_peer_records:
         daemon_statements.append(
@@ -323,3 +340,21 @@ def lifecycle_rule() -> dict[str, Any]:
         # for a while, not forever.
         "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_VERSION_DAYS},
     }
+
+
+def lifecycle_rules(prefix: str, record_days: int = RECORD_EXPIRY_DAYS) -> list[dict[str, Any]]:
+    """Every rule setup owns: ``lifecycle_rule()``, and one per kind of server record that
+    expires records not rewritten for ``record_days`` days (a retired server's). A live
+    server rewrites its records long before, and readers trust only the sealed expiry
+    anyway; this only keeps the listings that ``status`` and the swarm read short."""
+    prefix = normalize_prefix(prefix)
+    records = [
+        {
+            "ID": rule_id,
+            "Status": "Enabled",
+            "Filter": {"Prefix": prefix + leaf},
+            "Expiration": {"Days": record_days},
+        }
+        for leaf, rule_id in RECORD_RULE_IDS.items()
+    ]
+    return [lifecycle_rule(), *records]

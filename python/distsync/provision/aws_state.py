@@ -70,6 +70,7 @@ class SetupSpec:
     prefix: str | None = None
     require_conditional_log: bool | None = None
     daemon_peer_records: bool = False
+    record_expiry_days: int | None = None  # None: as the bucket's rule says, or the default
 
 
 @dataclass
@@ -85,6 +86,7 @@ class SetupPlan:
     bucket_exists: bool
     bucket_region: str | None
     users: dict[str, UserState]
+    record_expiry_days: int | None = None
 
     @property
     def fresh(self) -> bool:
@@ -233,4 +235,5 @@ def plan_setup(clients: AwsClients, spec: SetupSpec) -> SetupPlan:
         bucket_exists=bucket_exists,
         bucket_region=bucket_region,
         users=users,
+        record_expiry_days=spec.record_expiry_days,
     )

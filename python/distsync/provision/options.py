@@ -60,6 +60,7 @@ class SetupOptions:
     prefix: str | None = None  # default distsync/v3/ (or what an earlier run chose)
     profile: str | None = None  # AWS profile for setup itself; default boto3's chain
     require_conditional_log: bool | None = None  # None: on for AWS, off for --endpoint
+    record_expiry_days: int | None = None  # status/peer records of gone servers; None: 7
     swift: SwiftSetup = field(default_factory=SwiftSetup)  # --storage swift only
 
 

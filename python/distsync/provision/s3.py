@@ -12,7 +12,7 @@ from typing import Any
 
 from distsync.config import Config, load_config
 from distsync.crypto.secret import generate_secret
-from distsync.errors import DistsyncError
+from distsync.errors import DistsyncError, UsageError
 from distsync.layout import Layout
 from distsync.provision.aws_apply import AccessKey, apply_setup
 from distsync.provision.aws_client import AwsClients, connect
@@ -50,6 +50,9 @@ def run_s3_setup(
     if options.bucket:
         validate_bucket(options.bucket)
     prefix = normalize_prefix(options.prefix) if options.prefix else None
+    days = options.record_expiry_days
+    if days is not None and not 1 <= days <= 3650:
+        raise UsageError(f"--record-expiry-days {days}: give a number of days from 1 to 3650")
     clients = connect(region, options.endpoint, options.profile)
     # BitTorrent: the daemon identity may also write its peer record, under peers/ only.
     bittorrent = _bittorrent(options)
@@ -60,6 +63,7 @@ def run_s3_setup(
         prefix=prefix,
         require_conditional_log=options.require_conditional_log,
         daemon_peer_records=bittorrent,
+        record_expiry_days=options.record_expiry_days,
     )
     plan = plan_setup(clients, spec)
     say(

@@ -18,17 +18,15 @@ every ``_WARN_EVERY`` seconds instead of one line each.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
 from distsync.errors import DistsyncError, FormatError, IntegrityError, NotFoundError
-from distsync.fsutil import atomic_output, local_io_error
+from distsync.node import is_node_id, load_node_id  # load_node_id re-exported: see distsync.node
 from distsync.sealed import RecordKind, open_sealed, seal_record_body
 from distsync.storage.base import Store
 from distsync.swarm.plan import ReaderChoice, rendezvous
@@ -51,7 +49,6 @@ PEER_RECORD = RecordKind(
     magic=b"DSP3", purpose="v3 peers", label=b"distsync v3 peer", noun="peer record", max_size=4096
 )
 PEERS_DIR = "peers/"
-_NODE_ID_LEN = 32  # hex characters: 128 random bits
 _PARALLEL = 8  # records read at once
 _MAX_LISTED = 10_000  # keys listed per look: 10 LIST requests
 _MAX_READS = 64  # records read per look to find the S3 readers
@@ -93,30 +90,6 @@ def open_record(secret: bytes, key: str, data: bytes) -> PeerRecord:
     if not key.endswith("/" + record.node):
         raise FormatError(f"{key}: peer record names another node")
     return record
-
-
-def is_node_id(text: str) -> bool:
-    return len(text) == _NODE_ID_LEN and all(c in "0123456789abcdef" for c in text)
-
-
-def load_node_id(path: Path) -> str:
-    """This server's node id, made once and kept, so a restart replaces its own record."""
-    try:
-        node = path.read_text().strip()
-        if is_node_id(node):
-            return node
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise local_io_error("read", path, exc) from None
-    node = os.urandom(_NODE_ID_LEN // 2).hex()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise local_io_error("create", path.parent, exc) from None
-    with atomic_output(path, mode=0o600) as out:
-        out.write(node.encode())
-    return node
 
 
 @dataclass(frozen=True)
