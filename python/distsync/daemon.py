@@ -336,6 +336,7 @@ class Daemon:
             return
         if isinstance(entry, Rejected):
             rejection = state.reject(seq, None, now, self.cfg.poll_interval)
+            self.fleet.rejected_entry(seq, entry.reason)
             if previous is None:
                 log.warning("ignoring log entry %d: %s", seq, entry.reason)
             else:

@@ -349,3 +349,29 @@ def test_old_store_without_signers_still_works_and_warns(local_site: AnySite) ->
     # The store record is unsigned, and names the store this daemon follows: nothing to say.
     assert how not in log and "not following" not in log, log
     assert sha256_file(site.out / "a") == sha2
+
+
+def test_an_upload_the_fleet_does_not_trust_fails_its_wait_with_the_reason(
+    local_site: AnySite,
+) -> None:
+    """CI switched to a new key before the servers trust it (the rotation order reversed):
+    `upload --wait` ends as soon as a server reports the entry rejected, and says why,
+    instead of waiting out its timeout; `distsync status` shows the rejection too."""
+    site = local_site
+    site.upload(make_file(site.root / "app.bin", b"release 1\n"))
+    daemon = site.start_daemon()
+    daemon.wait_log(r"installed app\.bin version 1 ")
+    pair = new_key_pair(site)
+    site.update_upload_conf(SigningKey=pair["signing_key"])
+    started = time.monotonic()
+    proc = site.cli("upload", "-c", str(site.upload_conf), "--wait", "--timeout", "120",
+                    str(make_file(site.root / "app.bin", b"release 2\n")))  # fmt: skip
+    out, errors = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 6, (out, errors)
+    assert time.monotonic() - started < 60, "the wait ran into its timeout"
+    assert f"is signed by {pair['public_key']}, which is not one of" in out + errors
+    status = site.cli("status", "-c", str(site.upload_conf))
+    assert status.returncode in (0, 1), status.stderr
+    assert re.search(r"rejects log entry 2: .*not one of", status.stdout.decode()), status.stdout
+    assert daemon.stop() == 0
+    assert (site.out / "app.bin").read_bytes() == b"release 1\n"

@@ -31,6 +31,7 @@ from distsync.status.board import StatusBoard, Throttle
 from distsync.status.record import (
     LIVE_INTERVALS,
     MAX_REASON,
+    MAX_REJECTED,
     ArtifactStatus,
     Failure,
     ServerStatus,
@@ -67,6 +68,9 @@ class Observer:
         pass
 
     def activated(self, outcome: ActivationOutcome) -> None:
+        pass
+
+    def rejected_entry(self, seq: int, reason: str) -> None:
         pass
 
     def poll_failed(self, reason: str) -> None:
@@ -107,6 +111,7 @@ class FleetReporter(Observer):
         self._started = clock()
         self._lock = threading.Lock()
         self._failures: dict[str, Failure] = {}
+        self._rejected: dict[int, Failure] = {}  # log entries, by number
         self._hooks: dict[str, tuple[int, str]] = {}  # name -> (version, "ok" | "failed")
         self._installed_at: dict[str, tuple[int, float]] = {}
         # [[Release]] names, which the daemon's state file does not hold: what `current`
@@ -172,6 +177,13 @@ class FleetReporter(Observer):
         if self.metrics is not None:
             self.metrics.failures.labels(name).inc()
 
+    def rejected_entry(self, seq: int, reason: str) -> None:
+        """Log entry ``seq`` failed verification (again); the state says while it stays so."""
+        one_line = " ".join(reason.split())[:MAX_REASON]
+        with self._lock:
+            if seq not in self._rejected:
+                self._rejected[seq] = Failure(seq, one_line, self._clock(), True)
+
     def activated(self, outcome: ActivationOutcome) -> None:
         """A release was switched to (healthy) or back from (its checks failed)."""
         version, current = _seq(outcome.version), _seq(outcome.current)
@@ -215,6 +227,10 @@ class FleetReporter(Observer):
             installed_at = dict(self._installed_at)
             released = dict(self._released)
             peer_bytes = self._peer_bytes
+            # Only while the daemon still rejects it: an entry that verified, or went, drops out.
+            for seq in [seq for seq in self._rejected if seq not in state.rejected]:
+                del self._rejected[seq]
+            rejected = dict(sorted(self._rejected.items())[-MAX_REJECTED:])
         artifacts = {}
         names = {*state.installed, *state.newest, *failures, *self.pins, *released}
         for name in sorted(names):
@@ -251,6 +267,7 @@ class FleetReporter(Observer):
             bytes_peers=peer_bytes,
             pins=self.pins,
             artifacts=artifacts,
+            rejected=rejected,
         )
 
     def _file_time(self, name: str, installed: bool) -> float | None:
