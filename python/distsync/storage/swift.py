@@ -43,6 +43,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+# Imported here, not on first use: the first connection is opened by whichever thread calls
+# first, and two threads importing swiftclient at once deadlock on its module locks.
+from swiftclient.client import Connection
+
 from distsync.config import Config, SwiftCreds
 from distsync.errors import ConfigError, FormatError, NotFoundError, StorageError
 
@@ -139,8 +143,10 @@ class _Connector:
         self._lock = threading.Lock()
         self._shared: tuple[str, str] | None = None
         self._keystone_auth: Any = None
+        self._keystone_session: Any = None
         if creds.keystone:
             try:
+                from keystoneauth1 import session as ksa_session
                 from keystoneauth1.identity import v3
             except ImportError:
                 raise ConfigError(
@@ -148,6 +154,7 @@ class _Connector:
                     "SwiftCreds.Password",
                     "Keystone v3 needs keystoneauth1: pip install 'distsync[keystone]'",
                 ) from None
+            self._keystone_session = ksa_session
             self._keystone_auth = v3.Password(
                 auth_url=creds.auth_url,
                 username=creds.username,
@@ -164,8 +171,6 @@ class _Connector:
         return conn
 
     def _new(self) -> Any:
-        from swiftclient.client import Connection
-
         common: dict[str, Any] = {
             "retries": self.retries,
             "starting_backoff": self.backoff,
@@ -173,10 +178,11 @@ class _Connector:
             "timeout": self.timeout,
         }
         if self._keystone_auth is not None:
-            from keystoneauth1 import session as ksa_session
-
+            session = self._keystone_session.Session(
+                auth=self._keystone_auth, timeout=self.timeout
+            )
             return Connection(
-                session=ksa_session.Session(auth=self._keystone_auth, timeout=self.timeout),
+                session=session,
                 os_options={
                     "region_name": self.creds.region,
                     "service_type": "object-store",
