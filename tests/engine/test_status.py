@@ -338,9 +338,31 @@ def test_rejected_log_entries_are_reported_while_the_daemon_rejects_them(tmp_pat
     for seq in range(1, 20):  # verified since, or gone: the state no longer rejects them
         del state.rejected[seq]
     clock.now += 1
+    assert not reporter.write()  # mid-cycle the saved state may lag: nothing changes yet
+    reporter.cycle_done(0.1)
+    clock.now += 1
     assert reporter.write()
     (record,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
     assert list(record.rejected) == [20]
+
+
+def test_entries_rejected_before_a_restart_are_reported_until_tried_again(tmp_path: Path) -> None:
+    """The state file keeps rejected entries across a restart, not their reasons: the record
+    lists them at once, and the reason once the next try (after its backoff) finds it."""
+    clock, state = Clock(), DaemonState()
+    state.reject(7, None, NOW, 1.0)
+    state.reject(8, "app.tar", NOW, 1.0)  # a genuine entry whose content failed: by name
+    reporter, store = reporter_on(tmp_path, clock, state)
+    reporter.cycle_done(0.1)
+    assert reporter.write()
+    (record,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
+    assert list(record.rejected) == [7]
+    assert "before this daemon restarted" in record.rejected[7].reason
+    reporter.rejected_entry(7, "manifest is not signed")
+    clock.now += 1
+    assert reporter.write()
+    (record,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
+    assert record.rejected[7] == Failure(7, "manifest is not signed", NOW, True)
 
 
 def test_release_activations_are_reported_like_installs(tmp_path: Path) -> None:

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 _CLOSE_GRACE = 1.0  # seconds a stopping daemon gives its last status record, all told
 _HUNG = 0.5  # a status write under way this long at stop: the store hangs, do not wait on it
 _RETRY_AFTER = 30.0  # seconds before a failed status write is tried again
+_REJECTED_EARLIER = (
+    "failed verification before this daemon restarted; its next try logs and reports why"
+)
 
 
 @dataclass(frozen=True)
@@ -178,11 +181,13 @@ class FleetReporter(Observer):
             self.metrics.failures.labels(name).inc()
 
     def rejected_entry(self, seq: int, reason: str) -> None:
-        """Log entry ``seq`` failed verification (again); the state says while it stays so."""
+        """Log entry ``seq`` failed verification (again); ``cycle_done`` drops it once the
+        daemon's state no longer rejects it."""
         one_line = " ".join(reason.split())[:MAX_REASON]
         with self._lock:
-            if seq not in self._rejected:
-                self._rejected[seq] = Failure(seq, one_line, self._clock(), True)
+            known = self._rejected.get(seq)
+            at = self._clock() if known is None else known.at
+            self._rejected[seq] = Failure(seq, one_line, at, True)
 
     def activated(self, outcome: ActivationOutcome) -> None:
         """A release was switched to (healthy) or back from (its checks failed)."""
@@ -208,6 +213,7 @@ class FleetReporter(Observer):
 
     def cycle_done(self, seconds: float) -> None:
         now = self._clock()
+        self._sync_rejected(self._load_state())
         if not self._poll_failed:
             self._last_poll = now
         self._poll_failed = False
@@ -216,6 +222,18 @@ class FleetReporter(Observer):
             if self._last_poll == now:
                 self.metrics.last_poll.set(now)
         self._wake.set()
+
+    def _sync_rejected(self, state: DaemonState) -> None:
+        """Rejected log entries, as the state saved at the end of a cycle has them: one that
+        verified since, or went, drops out; one rejected before a restart (not tried again
+        yet, so its reason is not known) is listed with a reason that says so. Only here,
+        between cycles: mid-cycle the saved state lags behind ``rejected_entry``."""
+        entries = {seq for seq, r in state.rejected.items() if r.name is None}
+        with self._lock:
+            for seq in set(self._rejected) - entries:
+                del self._rejected[seq]
+            for seq in entries - set(self._rejected):
+                self._rejected[seq] = Failure(seq, _REJECTED_EARLIER, self._clock(), True)
 
     # -- the record ---------------------------------------------------------------------------
 
@@ -227,9 +245,6 @@ class FleetReporter(Observer):
             installed_at = dict(self._installed_at)
             released = dict(self._released)
             peer_bytes = self._peer_bytes
-            # Only while the daemon still rejects it: an entry that verified, or went, drops out.
-            for seq in [seq for seq in self._rejected if seq not in state.rejected]:
-                del self._rejected[seq]
             rejected = dict(sorted(self._rejected.items())[-MAX_REJECTED:])
         artifacts = {}
         names = {*state.installed, *state.newest, *failures, *self.pins, *released}
