@@ -375,3 +375,27 @@ def test_an_upload_the_fleet_does_not_trust_fails_its_wait_with_the_reason(
     assert re.search(r"rejects log entry 2: .*not one of", status.stdout.decode()), status.stdout
     assert daemon.stop() == 0
     assert (site.out / "app.bin").read_bytes() == b"release 1\n"
+
+
+def test_keys_new_prints_config_lines_and_keys_show_the_public_key(local_site: AnySite) -> None:
+    """What an operator pastes: `keys new` prints TOML the configs load as they are."""
+    site = local_site
+    proc = site.cli("keys", "new")
+    assert proc.returncode == 0, proc.stderr
+    lines = tomllib.loads(proc.stdout.decode())
+    assert set(lines) == {"SigningKey", "TrustedSigners"}
+    site.update_upload_conf(SigningKey=lines["SigningKey"])
+    site.update_daemon_conf(TrustedSigners=lines["TrustedSigners"])
+    show = site.cli("keys", "show", "-c", str(site.upload_conf))
+    assert show.returncode == 0, show.stderr
+    assert [show.stdout.decode().strip()] == lines["TrustedSigners"]
+    v1, sha1 = site.upload(make_file(site.root / "app.bin", b"signed by the pasted key\n"))
+    assert [d["version"] for d in installs(site.once().stderr.decode())] == [v1]
+    assert sha256_file(site.out / "app.bin") == sha1
+
+    show = site.cli("keys", "show", "-c", str(site.daemon_conf))  # a server's: no key to show
+    errors = show.stderr.decode()
+    assert show.returncode == 2 and show.stdout == b"", errors
+    assert f"{site.daemon_conf}: SigningKey: is not set" in errors and "Traceback" not in errors
+    misuse = site.cli("keys", "new", "-c", str(site.upload_conf))
+    assert misuse.returncode == 2 and b"keys new reads no config" in misuse.stderr
