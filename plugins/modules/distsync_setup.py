@@ -274,7 +274,7 @@ def _options(params):
 def _public_key(params):
     from distsync.provision import public_key_of
 
-    return public_key_of(Path(os.path.expanduser(params["upload_config"])))
+    return public_key_of(Path(params["upload_config"]))  # type="path": already expanded
 
 
 def present(module):
