@@ -38,9 +38,13 @@ from distsync.provision.swift import run_swift_setup, swift_in_place
 
 __all__ = [
     "DestroyOptions",
+    "RemoveReport",
     "SetupOptions",
+    "SetupReport",
     "SetupResult",
     "SwiftSetup",
+    "ensure_absent",
+    "ensure_setup",
     "fill_in_interactively",
     "public_key_of",
     "render_config",
@@ -90,3 +94,13 @@ def setup_in_place(options: SetupOptions) -> bool:
     if storage == "swift":
         return swift_in_place(options, uploader, daemon)
     return s3_in_place(options, uploader, daemon)
+
+
+# The idempotent faces of the two functions above (Ansible, Salt); imported last because
+# they call back into this module.
+from distsync.provision.ensure import (  # noqa: E402
+    RemoveReport,
+    SetupReport,
+    ensure_absent,
+    ensure_setup,
+)
