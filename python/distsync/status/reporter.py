@@ -247,7 +247,7 @@ class FleetReporter(Observer):
             peer_bytes = self._peer_bytes
             rejected = dict(sorted(self._rejected.items())[-MAX_REJECTED:])
         artifacts = {}
-        names = {*state.installed, *state.newest, *failures, *self.pins, *released}
+        names = {*state.installed, *state.newest, *failures, *self.pins, *released, *state.skipped}
         for name in sorted(names):
             have = state.installed.get(name)
             version = have.version if have is not None else None
@@ -266,6 +266,7 @@ class FleetReporter(Observer):
                 newest=state.newest.get(name),
                 hook=hook[1] if hook is not None and hook[0] == version else None,
                 failure=failures.get(name),
+                skipped=state.skipped.get(name),
             )
         return ServerStatus(
             node=self.identity.node,

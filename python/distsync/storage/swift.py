@@ -30,6 +30,7 @@ such stores is chosen from ``distsync.storage.probe`` (DESIGN §9).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import json
 import logging
@@ -49,6 +50,7 @@ from swiftclient.client import Connection
 
 from distsync.config import Config, SwiftCreds
 from distsync.errors import ConfigError, FormatError, NotFoundError, StorageError
+from distsync.storage.base import StoredObject
 
 __all__ = [
     "DAEMONS_SUFFIX",
@@ -456,6 +458,31 @@ class SwiftStore:
         except Exception as exc:
             raise self.error("check", self.container, exc) from None
         self._container_checked = True
+
+    def inventory(self, prefix: str) -> Iterator[StoredObject]:
+        """The listing's sizes (a large object's manifest counts as its own small size)."""
+        from swiftclient.exceptions import ClientException
+
+        container = self.container_for(prefix)
+        marker = ""
+        while True:
+            try:
+                _headers, items = self._connector.get().get_container(
+                    container, prefix=prefix, marker=marker, limit=self.list_page
+                )
+            except ClientException as exc:
+                if exc.http_status == 404 and container != self.container:
+                    return
+                raise self.error("list", prefix, exc) from None
+            except Exception as exc:
+                raise self.error("list", prefix, exc) from None
+            if not items:
+                return
+            for item in items:
+                when = datetime.datetime.fromisoformat(str(item["last_modified"]))
+                modified = when.replace(tzinfo=datetime.timezone.utc).timestamp()
+                yield StoredObject(str(item["name"]), int(item["bytes"]), modified)
+            marker = str(items[-1]["name"])
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         from swiftclient.exceptions import ClientException
