@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from distsync.config import load_config
 from distsync.crypto.secret import generate_secret, parse_secret
+from distsync.crypto.signing import SigningKey
 from distsync.errors import ConfigError, FormatError, IntegrityError
 from distsync.manifest import MANIFEST, Manifest, Version, open_manifest, seal_manifest
 from distsync.rollout.gate import RolloutGate
@@ -255,7 +256,7 @@ def test_malformed_targets_and_waves_are_refused(field: str, value: Any) -> None
 def test_halt_records(tmp_path: Path) -> None:
     (tmp_path / "bucket").mkdir()
     store = LocalStore(tmp_path / "bucket")
-    board = HaltBoard(store, "distsync/v3/", SECRET)
+    board = HaltBoard(store, "distsync/v3/", SECRET, trust=Trust())
     assert board.read(APP, SEQ) is None
     board.write(Halt(APP, SEQ, True, "ci-runner", NOW))
     assert board.read(APP, SEQ) == Halt(APP, SEQ, True, "ci-runner", NOW)
@@ -274,6 +275,26 @@ def test_halt_records(tmp_path: Path) -> None:
         store.put(key, seal_record_body(HALT_RECORD, SECRET, key, body))
         with pytest.raises(FormatError, match="malformed"):
             board.read(APP, 7)
+
+
+def test_halt_records_are_signed_and_only_trusted_ones_count(tmp_path: Path) -> None:
+    """A server's config holds the secret: it must not halt, or continue, a rollout."""
+    (tmp_path / "bucket").mkdir()
+    store = LocalStore(tmp_path / "bucket")
+    ci, mallory = SigningKey.generate(), SigningKey.generate()
+    trust = Trust.of([ci.public_key])
+    daemon = HaltBoard(store, "distsync/v3/", SECRET, trust=trust)
+    HaltBoard(store, "distsync/v3/", SECRET, trust=trust, signer=ci).write(
+        Halt(APP, SEQ, True, "ci-runner", NOW)
+    )
+    assert daemon.read(APP, SEQ) == Halt(APP, SEQ, True, "ci-runner", NOW)
+    forged = Halt(APP, SEQ, False, "ci-runner", NOW + 1)
+    HaltBoard(store, "distsync/v3/", SECRET, trust=Trust()).write(forged)  # the secret alone
+    with pytest.raises(IntegrityError, match="halt record is not signed"):
+        daemon.read(APP, SEQ)
+    HaltBoard(store, "distsync/v3/", SECRET, trust=Trust(), signer=mallory).write(forged)
+    with pytest.raises(IntegrityError, match="not one of this config's TrustedSigners"):
+        daemon.read(APP, SEQ)
 
 
 # -- the daemon's gate and its config keys --------------------------------------------------
