@@ -15,6 +15,8 @@ version_added: "0.1.0"
 description:
   - Reads and verifies the encrypted manifests of the store named by O(config) and returns
     every artifact version, newest first, or only the versions of O(name).
+  - With C(TrustedSigners) or a C(SigningKey) in O(config), only versions signed by a trusted
+    key are returned, as the servers see them.
   - Also reads the servers' sealed status records and returns, per server, which version of
     each name it has, failures, and when it was last heard from (C(distsync status --json)).
 options:
@@ -167,6 +169,9 @@ def _read(module):
 
     name = module.params["name"]
     cfg = load_config(module.params["config"])
+    warning = cfg.unsigned_warning()
+    if warning is not None:
+        module.warn(warning)
     catalog = Catalog.open(cfg)
     from distsync.retention import present_objects
 

@@ -21,6 +21,10 @@ description:
   - Idempotent - when both configs already exist and match what is asked (and for S3 the
     bucket and users carry the expected policies), nothing changes. Configs are never
     replaced unless O(force=true), which also rotates the shared secret.
+  - The uploader's configuration gets a new Ed25519 signing key (C(SigningKey)); the daemon's
+    gets only its public key (C(TrustedSigners)), returned as RV(public_key). Servers then
+    install only uploads signed with it, so a server's configuration cannot publish to the
+    fleet. The private key is never returned.
   - The store gets a store record sealed with the new secret, so that a config with another
     secret is told so. A directory or bucket that already holds a store (for example after
     O(state=absent), which keeps the store's contents) is only set up again with
@@ -201,6 +205,14 @@ daemon_config:
   description: Path of the daemon's configuration file.
   returned: always
   type: str
+public_key:
+  description:
+    - The public key of the uploader's C(SigningKey), as the daemons' C(TrustedSigners) hold it
+      (for example for the C(distsync.core.daemon) role's C(distsync_daemon_trusted_signers)).
+    - Null when the uploader's configuration has no signing key (set up before signing).
+  returned: when O(state=present)
+  type: str
+  sample: ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo
 notes:
   description: What the operator should know (never a secret).
   returned: always
@@ -268,6 +280,7 @@ def present(module):
         upload_config=report.upload_config,
         daemon_config=report.daemon_config,
         notes=report.notes,
+        public_key=report.public_key,
     )
 
 

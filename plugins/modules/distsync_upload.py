@@ -15,9 +15,13 @@ version_added: "0.1.0"
 description:
   - Encrypts O(src) end to end and uploads it to the store named by O(config), then announces
     it, so that every server running C(distsync daemon) installs it.
+  - The upload is signed with the C(SigningKey) of O(config), so that servers whose
+    C(TrustedSigners) hold its public key install it. A configuration that trusts signers but
+    has no signing key (a server's configuration) is refused before anything is written.
   - Idempotent by content - when the newest version of O(name) already has the same plaintext
-    SHA-256 (read from its authenticated manifest, never from an ETag or MD5), nothing is
-    uploaded and the module reports C(changed=false).
+    SHA-256 (read from its authenticated manifest, never from an ETag or MD5; with signing on,
+    only from a manifest signed by a trusted key), nothing is uploaded and the module reports
+    C(changed=false).
 options:
   src:
     description: The file to upload.
@@ -166,6 +170,11 @@ previous:
   description: The newest version before this run (name, version, size, sha256), or null.
   returned: always
   type: dict
+signed_by:
+  description: The public key the upload is signed with (C(ed25519:...)), or null without a C(SigningKey).
+  returned: always
+  type: str
+  sample: ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo
 pruned:
   description:
     - The versions of O(name) whose stored contents O(keep) deleted (would delete, in check
@@ -227,8 +236,11 @@ def _upload(module):
     params = module.params
     target = Target.from_options(params["to"], params["waves"], params["wave_wait"])
     cfg = load_config(module.params["config"])
+    warning = cfg.unsigned_warning()
+    if warning is not None:
+        module.warn(warning)
     catalog = Catalog.open(cfg)
-    return upload_if_changed(
+    outcome = upload_if_changed(
         cfg,
         catalog.store,
         catalog,
@@ -238,6 +250,7 @@ def _upload(module):
         dry_run=module.check_mode,
         target=target,
     )
+    return outcome, cfg.signing_key
 
 
 def _prune(module, name, incoming):
@@ -262,6 +275,12 @@ def _prune(module, name, incoming):
             dict(version=v.version_id, reason=str(why)) for v, why in plan.kept_for_fleet
         ],
     )
+
+
+def _signer_text(signing_key):
+    from distsync.crypto.signing import format_key
+
+    return None if signing_key is None else format_key(signing_key.public_key)
 
 
 def _wait(module, facts):
@@ -315,8 +334,13 @@ def main():
     if module.params["keep"] is not None and module.params["keep"] < 1:
         module.fail_json(msg="keep must be at least 1 (the newest version always stays)")
     require_engine(module)
-    outcome = run_engine(module, lambda: _upload(module))
-    result = dict(outcome.after, changed=outcome.changed, previous=outcome.before)
+    outcome, signing_key = run_engine(module, lambda: _upload(module))
+    result = dict(
+        outcome.after,
+        changed=outcome.changed,
+        previous=outcome.before,
+        signed_by=_signer_text(signing_key),
+    )
     if module.params["keep"] is not None:
         # In check mode an upload that would happen is one more version to keep.
         incoming = 1 if module.check_mode and outcome.changed else 0

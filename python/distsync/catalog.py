@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from distsync.config import Config
+from distsync.crypto.signing import SigningKey
 from distsync.errors import (
     AccessDeniedError,
     IntegrityError,
@@ -45,6 +46,7 @@ from distsync.logorder import (
     seq_of,
 )
 from distsync.manifest import Manifest, Version, check_manifest, open_manifest, seal_manifest
+from distsync.signed import Trust
 from distsync.storage.base import Store
 from distsync.store_record import StoreRecord, verify_store
 
@@ -82,13 +84,25 @@ class _Claim:
 
 
 class Catalog:
+    """The log as one config sees it: ``trust`` decides which entries are genuine (signed by
+    a trusted signer, when it names any), ``signer`` signs what this config appends."""
+
     def __init__(
-        self, store: Store, layout: Layout, secret: bytes, record: StoreRecord | None = None
+        self,
+        store: Store,
+        layout: Layout,
+        secret: bytes,
+        record: StoreRecord | None = None,
+        *,
+        trust: Trust,
+        signer: SigningKey | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
         self.record = record
+        self.trust = trust
         self._secret = secret
+        self._signer = signer
 
     @classmethod
     def open(cls, cfg: Config) -> Catalog:
@@ -99,8 +113,12 @@ class Catalog:
         """
         from distsync.storage import open_store
 
+        warning = cfg.unsigned_warning()
+        if warning is not None:
+            log.warning("%s", warning)
         store, layout = open_store(cfg), Layout(cfg.prefix)
-        return cls(store, layout, cfg.secret, verify_store(store, layout, cfg.secret))
+        record = verify_store(store, layout, cfg.secret)
+        return cls(store, layout, cfg.secret, record, trust=cfg.trust, signer=cfg.signing_key)
 
     @property
     def tagged(self) -> bool:
@@ -209,7 +227,7 @@ class Catalog:
         seq = self._next_seq(self._hint())
         for _attempt in range(_MAX_CLAIM_ATTEMPTS):
             key = self.layout.log_key(seq)
-            if self._write(claim, key, seal_manifest(self._secret, key, manifest), exclusive=True):
+            if self._write(claim, key, self._seal_entry(key, manifest), exclusive=True):
                 self.announce(seq)
                 return Version(seq, key, manifest)
             seq = self._next_seq(seq)  # lost a race: someone else took it
@@ -222,7 +240,7 @@ class Catalog:
         for _attempt in range(_MAX_TAGGED_CLAIMS):
             pos = position(self._next_seq(after), secrets.randbits(TAG_BITS))
             key = self.layout.log_key(pos)
-            self._write(claim, key, seal_manifest(self._secret, key, manifest), exclusive=False)
+            self._write(claim, key, self._seal_entry(key, manifest), exclusive=False)
             newest = self._newest_seq_once_listed(pos)
             if newest is None or claim_reaches_readers(pos, newest, LOOK_BACK):
                 self.announce(pos)
@@ -262,6 +280,16 @@ class Catalog:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    def _seal_entry(self, key: str, manifest: Manifest) -> bytes:
+        """The bytes of a new log entry at ``key``: signed, if this config has a key."""
+        if self._signer is None and self.trust.required:
+            # Readers with this trust would reject it: never write what the fleet refuses.
+            raise UsageError(
+                "this config trusts only signed uploads but has no SigningKey to sign with: "
+                "upload with the uploader's config"
+            )
+        return seal_manifest(self._secret, key, manifest, self._signer)
+
     def announce(self, seq: int) -> None:
         """Rewrite the marker so that pollers see a new version tag."""
         body = {"latest": seq, "nonce": os.urandom(8).hex()}
@@ -273,11 +301,12 @@ class Catalog:
         """The genuine manifest at position ``seq``: NotFoundError if there is none,
         IntegrityError if what is there fails verification."""
         key = self.layout.log_key(seq)
-        data = self.store.get(key)
-        return Version(
-            seq,
-            key,
-            open_manifest(self._secret, key, data, objects_prefix=self.layout.objects_prefix),
+        return Version(seq, key, self._open_entry(key, self.store.get(key)))
+
+    def _open_entry(self, key: str, data: bytes) -> Manifest:
+        """The manifest in the log entry ``data`` at ``key``, if this config trusts it."""
+        return open_manifest(
+            self._secret, key, data, objects_prefix=self.layout.objects_prefix, trust=self.trust
         )
 
     def read_entry(self, seq: int) -> Version | Rejected | None:

@@ -24,17 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from distsync import __version__
-from distsync.catalog import Catalog
+from distsync.catalog import Catalog, Rejected
 from distsync.config import Config, default_config_path, load_config
 from distsync.crypto import codec
 from distsync.errors import DistsyncError, LocalIOError, UsageError
 from distsync.fsutil import ReadErrors, atomic_output, local_io_error
 from distsync.logorder import parse_version_id, version_id
+from distsync.manifest import Version
 from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
 
 if TYPE_CHECKING:  # only for annotations of the fleet-status code below
-    from distsync.manifest import Version
     from distsync.status.fleet import FleetView, Verdict
     from distsync.storage.base import Store
     from distsync.upload import Target
@@ -162,6 +162,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
+    cfg.require_signing_key()  # a server's config cannot publish: say so before anything
     if args.keep is not None and args.keep < 1:
         raise UsageError("--keep must be at least 1 (the newest version always stays)")
     _check_wait_options(args)
@@ -307,7 +308,7 @@ def _rollout_lines(
 
     # Each manifest read is authenticated on its own: no store record check (and none of
     # its warnings) for a command that only reads.
-    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
+    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret, trust=cfg.trust)
     lines = []
     for name, seq in targets.items():
         if seq is None:
@@ -344,7 +345,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     catalog = Catalog.open(cfg)
-    versions = catalog.versions()
+    entries = list(catalog.entries_after(0))
+    versions = sorted(
+        (entry for entry in entries if isinstance(entry, Version)),
+        key=lambda version: version.seq,
+        reverse=True,
+    )
+    rejected = [entry for entry in entries if isinstance(entry, Rejected)]
+    if rejected:
+        # Forged, tampered, or signed by a key this config does not trust: one line for all.
+        print(
+            f"distsync: {len(rejected)} log "
+            f"{'entry fails' if len(rejected) == 1 else 'entries fail'} verification and "
+            f"{'is' if len(rejected) == 1 else 'are'} not shown (the first: {rejected[0].reason})",
+            file=sys.stderr,
+        )
     if args.name:
         versions = [v for v in versions if v.manifest.name == args.name]
     # One listing of the contents tells which versions were pruned; an identity that may
@@ -472,6 +487,35 @@ def cmd_download(args: argparse.Namespace) -> int:
     print(
         f"{result.path}\tversion {version.version_id}\t{result.size} bytes\tsha256 {result.sha256}"
     )
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from distsync.crypto.signing import SigningKey, format_key
+
+    if args.action == "new":
+        if args.config:
+            raise UsageError("keys new reads no config (-c goes with keys show)")
+        key = SigningKey.generate()
+        public = format_key(key.public_key)
+        if args.json:
+            print(json.dumps({"signing_key": key.text(), "public_key": public}))
+            return 0
+        print(
+            "# For the uploader's config only (e.g. CI): whoever holds it can publish to the "
+            "fleet.\n"
+            f'SigningKey = "{key.text()}"\n'
+            "# For every config that verifies uploads: the servers' (the role's\n"
+            "# distsync_daemon_trusted_signers), and uploaders that list other uploaders' work.\n"
+            f'TrustedSigners = ["{public}"]'
+        )
+        return 0
+    cfg = _config(args)
+    if cfg.signing_key is None:
+        raise cfg.error(
+            "SigningKey", "is not set: this config cannot sign (`distsync keys new` makes a key)"
+        )
+    print(format_key(cfg.signing_key.public_key))
     return 0
 
 
@@ -607,6 +651,11 @@ def cmd_setup(args: argparse.Namespace) -> int:
     if result.configs_written:
         print(f"wrote {result.upload_config} (for the uploader, e.g. your CI)")
         print(f"wrote {result.daemon_config} (for the servers running `distsync daemon`)")
+    if result.public_key:
+        print(
+            f"uploads are signed: the servers trust {result.public_key} "
+            "(the public key of the uploader's SigningKey)"
+        )
     for note in result.notes:
         print(f"note: {note}")
     if result.setup_id:
@@ -860,6 +909,18 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("-o", "--output-dir", default=".", metavar="DIR")
     down.add_argument("--version", metavar="ID", help="a version id from `distsync list`")
     down.set_defaults(handler=cmd_download)
+
+    keys = sub.add_parser(
+        "keys",
+        help="signing keys: make a new pair, or show a config's public key",
+        description="Uploads are signed with the uploader's SigningKey; servers install only "
+        "what one of their TrustedSigners signed. `keys new` prints a new pair as config "
+        "lines; `keys show -c CONF` prints the public key of CONF's SigningKey.",
+    )
+    keys.add_argument("action", choices=("new", "show"))
+    _add_config_option(keys)
+    keys.add_argument("--json", action="store_true", help="keys new: machine-readable output")
+    keys.set_defaults(handler=cmd_keys)
 
     daemon = sub.add_parser("daemon", help="install new artifacts as they appear")
     _add_config_option(daemon)

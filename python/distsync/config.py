@@ -21,9 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from distsync.crypto.secret import InvalidSecret, parse_secret
+from distsync.crypto.signing import InvalidKey, SigningKey, parse_key
 from distsync.errors import ConfigError
 from distsync.logorder import parse_version_id, version_id
 from distsync.release.config import ReleaseSpec, parse_releases
+from distsync.signed import Trust
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,6 +90,8 @@ KEYS: dict[str, tuple[type, ...]] = {
     "Aws": (dict,),
     "PeerDist": (dict,),
     "SwiftCreds": (dict,),
+    "SigningKey": (str,),
+    "TrustedSigners": (list,),
 }
 AWS_KEYS: dict[str, tuple[type, ...]] = {
     "Region": (str,),
@@ -184,6 +188,10 @@ class Config:
     # [[Release]] tables (distsync.release).
     releases: tuple[ReleaseSpec, ...] = ()
     swift: SwiftCreds | None = None  # Storage = "Swift" or "Swift+BitTorrent"
+    # Signed uploads (distsync.signed): the uploader's private key, and the public keys whose
+    # signatures this config accepts.
+    signing_key: SigningKey | None = field(default=None, repr=False)
+    trusted_signers: tuple[bytes, ...] = ()
 
     @property
     def bittorrent(self) -> bool:
@@ -195,6 +203,50 @@ class Config:
     def swift_storage(self) -> bool:
         """Whether the store is OpenStack Swift (``Swift``, ``Swift+BitTorrent``)."""
         return self.storage.startswith("Swift")
+
+    @property
+    def trust(self) -> Trust:
+        """The signers whose uploads this config accepts: its TrustedSigners and its own key.
+
+        An uploader's config trusts what it signs itself, so its ``list``, ``download`` and
+        the idempotency check of ``upload`` see what the fleet sees: forged entries are not
+        shown, and cannot make an upload be skipped.
+        """
+        own = () if self.signing_key is None else (self.signing_key.public_key,)
+        return Trust.of((*self.trusted_signers, *own))
+
+    def unsigned_warning(self) -> str | None:
+        """What to tell the user of a config that accepts unsigned uploads (None: it does not)."""
+        if self.trust.required:
+            return None
+        return (
+            f"{self.path} has no TrustedSigners: unsigned uploads are accepted, so whoever "
+            "holds this SharedSecret (any server's config included) can publish to the fleet; "
+            "turn signing on with `distsync keys new`: SigningKey in the uploader's config, "
+            "its public key in TrustedSigners of every config (docs/operations.md#signed-uploads)"
+        )
+
+    def require_signing_key(self) -> SigningKey | None:
+        """The key to sign uploads with; ConfigError when this config trusts only signed
+        uploads but cannot sign (a daemon's config): the fleet would reject what it wrote."""
+        if self.signing_key is None and self.trust.required:
+            raise self.error(
+                "SigningKey",
+                "is missing: this config trusts only signed uploads (TrustedSigners) and cannot "
+                "sign, so the fleet would reject its uploads (a server's config cannot publish; "
+                "upload with the uploader's config)",
+            )
+        return self.signing_key
+
+    def refuse_signing_key(self) -> None:
+        """A daemon's config must not hold a private key (``distsync daemon`` refuses it)."""
+        if self.signing_key is not None:
+            raise self.error(
+                "SigningKey",
+                "does not belong in a server's config: whoever reads this file could publish "
+                "to the whole fleet; remove it (a daemon needs only TrustedSigners, the public "
+                "keys)",
+            )
 
     def error(self, key: str | None, problem: str) -> ConfigError:
         return ConfigError(self.path, key, problem)
@@ -342,7 +394,39 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
     if "Release" in raw:
         values["releases"] = parse_releases(path, raw["Release"])
     values["swift"] = _swift(path, raw, values["storage"])
+    values.update(_signing(path, raw))
     return Config(**values)
+
+
+def _signing(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """``SigningKey`` and ``TrustedSigners`` (``ed25519:<base64url>``, crypto/signing.py)."""
+    values: dict[str, Any] = {}
+    if "SigningKey" in raw:
+        try:
+            values["signing_key"] = SigningKey.parse(raw["SigningKey"].strip())
+        except InvalidKey as exc:
+            raise ConfigError(path, "SigningKey", str(exc)) from None
+    signers: list[bytes] = []
+    for index, text in enumerate(raw.get("TrustedSigners", [])):
+        key = f"TrustedSigners[{index}]"
+        if not isinstance(text, str):
+            raise ConfigError(path, key, 'must be a string like "ed25519:..."')
+        try:
+            public = parse_key(text.strip())
+        except InvalidKey as exc:
+            raise ConfigError(path, key, str(exc)) from None
+        own = values.get("signing_key")
+        if own is not None and public == own.seed:
+            raise ConfigError(
+                path,
+                key,
+                "is this config's private SigningKey, not a public key: it must not be copied "
+                "anywhere (`distsync keys show` prints the public key)",
+            )
+        if public not in signers:
+            signers.append(public)
+    values["trusted_signers"] = tuple(signers)
+    return values
 
 
 def _swift(path: Path, raw: dict[str, Any], storage: str) -> SwiftCreds | None:

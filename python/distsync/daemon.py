@@ -103,7 +103,13 @@ class Daemon:
         self._use_temp_url = getattr(store, "use_temp_url", None)
         self.store = InterruptibleStore(self.counted, self._store_calls_end, on_answer=self._moved)
         self.output_dir = cfg.require_output_dir()
-        self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret)
+        cfg.refuse_signing_key()
+        warning = cfg.unsigned_warning()
+        if warning is not None:
+            log.warning("%s", warning)
+        # Every log entry is read through the config's trust (distsync.signed): with
+        # TrustedSigners, an entry not signed by one of them is rejected like a tampered one.
+        self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret, trust=cfg.trust)
         where = (cfg.storage, cfg.storage_bucket, cfg.prefix)
         state_dir = cfg.daemon_state_dir()
         self.state_file = StateFile(
@@ -257,11 +263,29 @@ class Daemon:
                 log.warning("cannot read the store record: %s", exc)
                 return
         self._store_checked = True
-        if record is not None:
-            # Which log layout this store's uploads write; kept when the record goes missing.
+        trusted = record is not None and self.catalog.trust.accepts(record.signer)
+        if record is not None and not trusted and state.resets_for(record.store_id):
+            # The secret seals it, and every server holds the secret: only a signature says
+            # setup wrote it. A forged store id would start this state afresh (and, with the
+            # newest log entries deleted, roll it back): carry on as if there were no record.
+            self._say_once(
+                f"{self.store.description}: the store record names store {record.store_id}, "
+                "but no trusted signer signed it; not following it, carrying on with what "
+                "this daemon knows"
+            )
+            return
+        if record is not None and trusted:
+            # Which log layout this store's uploads write, and Swift's web seed; kept when the
+            # record goes missing. Only from a record setup signed: a forged one could hide
+            # the look-back window or point the swarm at another web seed.
             self.catalog.record = record
             if self._use_temp_url is not None:
                 self._use_temp_url(record.temp_url)
+        elif record is not None:
+            self._say_once(
+                f"{self.store.description}: the store record is signed by no trusted signer; "
+                "its log layout and web seed are not used"
+            )
         if record is None:
             if state.store_id is not None:
                 self._say_once(
@@ -360,6 +384,7 @@ class Daemon:
             return
         if isinstance(entry, Rejected):
             rejection = state.reject(seq, None, now, self.cfg.poll_interval)
+            self.fleet.rejected_entry(seq, entry.reason)
             if previous is None:
                 log.warning("ignoring log entry %s: %s", version_id(seq), entry.reason)
             else:

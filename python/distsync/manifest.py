@@ -5,7 +5,9 @@ ciphertext lives. It is sealed with a key derived for this purpose alone, and it
 data is its own object key, so a manifest copied or moved to another key — the way to replay
 an old artifact as new — fails authentication.
 
-Stored bytes: ``b"DSM3"`` || AEAD_AES_128_CBC_HMAC_SHA_256(JSON), sealed by ``distsync.sealed``.
+Stored bytes: ``b"DSM3"`` || AEAD_AES_128_CBC_HMAC_SHA_256(JSON), sealed by ``distsync.sealed``;
+an uploader with a ``SigningKey`` wraps that in its signature over the sealed bytes and the
+key (``distsync.signed``), and a reader that trusts signers accepts nothing else.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distsync import logorder
 from distsync.crypto import stream
@@ -22,6 +24,10 @@ from distsync.fsutil import PART_SUFFIX
 from distsync.layout import SEQ_DIGITS
 from distsync.rollout.plan import MAX_GROUPS, Rollout
 from distsync.sealed import RecordKind, open_sealed, seal_record_body
+from distsync.signed import Trust, check_signed, sign_sealed
+
+if TYPE_CHECKING:
+    from distsync.crypto.signing import SigningKey
 
 __all__ = [
     "MAX_NAME_BYTES",
@@ -199,23 +205,30 @@ def _rollout_ok(raw: dict[str, Any]) -> bool:
     return True
 
 
-def seal_manifest(secret: bytes, key: str, manifest: Manifest) -> bytes:
+def seal_manifest(
+    secret: bytes, key: str, manifest: Manifest, signing_key: SigningKey | None = None
+) -> bytes:
+    """The bytes to store at ``key``: sealed, and signed when there is a ``signing_key``."""
     body = asdict(manifest)
     for name in _OPTIONAL:
         if body[name] is None:
             del body[name]
         elif name == "to":
             body[name] = list(body[name])
-    return seal_record_body(MANIFEST, secret, key, body)
+    sealed = seal_record_body(MANIFEST, secret, key, body)
+    return sealed if signing_key is None else sign_sealed(signing_key, key, sealed)
 
 
-def open_manifest(secret: bytes, key: str, data: bytes, *, objects_prefix: str) -> Manifest:
+def open_manifest(
+    secret: bytes, key: str, data: bytes, *, objects_prefix: str, trust: Trust
+) -> Manifest:
     """Verify, parse and range-check the manifest stored at ``key``.
 
-    IntegrityError if it is not genuine; FormatError (a kind of IntegrityError) if it is
-    genuine but malformed or out of range. Its object must live under ``objects_prefix``.
+    IntegrityError if it is not genuine, or not signed by a signer ``trust`` names (when it
+    names any); FormatError (a kind of IntegrityError) if it is genuine but malformed or out
+    of range. Its object must live under ``objects_prefix``.
     """
-    raw = open_sealed(MANIFEST, secret, key, data)
+    raw = open_sealed(MANIFEST, secret, key, check_signed(key, data, trust, MANIFEST.noun))
     if not set(_FIELDS) <= set(raw) <= set(_FIELDS) | set(_OPTIONAL):
         raise FormatError(f"{key}: manifest has unexpected fields")
     for name, types in (*_FIELDS.items(), *_OPTIONAL.items()):

@@ -151,6 +151,13 @@ class DaemonState:
             if seq != target:
                 del self.rejected[seq]
 
+    def resets_for(self, store_id: str) -> bool:
+        """Whether following ``store_id`` would start this state afresh: a store other than
+        the one followed, when there is anything to lose (a first run has nothing)."""
+        if store_id == self.store_id:
+            return False
+        return not (self.store_id is None and self.last_seq == 0 and not self.installed)
+
     def follow_store(self, store_id: str) -> bool:
         """Bind this state to the store ``store_id``; True when it was a different store.
 
@@ -166,7 +173,7 @@ class DaemonState:
                 f"the store record names store {store_id}, which this daemon followed before "
                 "and left for another: an old store record was put back; not following it"
             )
-        if self.store_id is None and self.last_seq == 0 and not self.installed:
+        if not self.resets_for(store_id):
             self.store_id = store_id  # a first run: nothing to start afresh
             return False
         if self.store_id is not None:

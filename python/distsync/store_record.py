@@ -27,6 +27,10 @@ It answers two questions nothing else in the bucket can:
 
 The body is forward compatible: readers ignore keys, and capability names, they do not know.
 A store set up before records existed has none: it keeps working, with a warning.
+
+Setup signs the record with the signing key it makes for the uploader (``distsync.signed``),
+since every server's config holds the secret that seals it. A daemon that trusts signers acts
+on a record (follows its store id) only when one of them signed it.
 """
 
 from __future__ import annotations
@@ -36,13 +40,17 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from distsync.errors import AccessDeniedError, FormatError, IntegrityError, NotFoundError
 from distsync.layout import Layout
 from distsync.sealed import RecordKind, open_sealed, seal_record_body
+from distsync.signed import open_signed, sign_sealed
 from distsync.storage.base import Store
+
+if TYPE_CHECKING:
+    from distsync.crypto.signing import SigningKey
 
 __all__ = [
     "CAPABILITIES",
@@ -146,6 +154,9 @@ class StoreRecord:
     # Every known capability, defaults filled in for those the record does not name.
     capabilities: Mapping[str, Any] = field(default_factory=dict)
     temp_url: TempUrlGrant | None = None  # Swift+BitTorrent's web seed
+    # The public key whose signature of the record verified; None for an unsigned record.
+    # Not part of the body: it is how the record was stored, not what it says.
+    signer: bytes | None = field(default=None, compare=False)
 
     def capability(self, name: str) -> Any:
         return self.capabilities.get(name, CAPABILITIES[name].default)
@@ -213,14 +224,26 @@ def parse_store_record(raw: Mapping[str, Any]) -> StoreRecord:
     return StoreRecord(store_id, version, float(created_at), capabilities, temp_url)
 
 
-def seal_store_record(secret: bytes, layout: Layout, record: StoreRecord) -> bytes:
-    return seal_record_body(STORE_RECORD, secret, layout.store_record, record.body())
+def seal_store_record(
+    secret: bytes, layout: Layout, record: StoreRecord, signing_key: SigningKey | None = None
+) -> bytes:
+    key = layout.store_record
+    sealed = seal_record_body(STORE_RECORD, secret, key, record.body())
+    return sealed if signing_key is None else sign_sealed(signing_key, key, sealed)
 
 
 def open_store_record(secret: bytes, key: str, data: bytes, where: str) -> StoreRecord:
-    """Verify and check the record stored at ``key`` of the store described by ``where``."""
+    """Verify and check the record stored at ``key`` of the store described by ``where``.
+
+    A signature, if there is one, must verify (``signer`` says whose it is); whether that
+    signer is trusted is for the reader to decide (``Trust.accepts``).
+    """
     try:
-        return parse_store_record(open_sealed(STORE_RECORD, secret, key, data))
+        signed = open_signed(key, data, STORE_RECORD.noun)
+    except IntegrityError as exc:  # a signature that does not verify: altered
+        raise type(exc)(f"{where}: {exc}") from None
+    try:
+        record = parse_store_record(open_sealed(STORE_RECORD, secret, key, signed.sealed))
     except FormatError as exc:
         raise FormatError(f"{where}: {exc}") from None
     except IntegrityError:
@@ -228,6 +251,7 @@ def open_store_record(secret: bytes, key: str, data: bytes, where: str) -> Store
             f"this store was set up with a different SharedSecret: the store record of "
             f"{where} does not open with this config's secret (or it was altered)"
         ) from None
+    return replace(record, signer=signed.signer)
 
 
 def read_store_record(store: Store, layout: Layout, secret: bytes) -> StoreRecord | None:

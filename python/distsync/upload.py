@@ -102,6 +102,7 @@ def upload_file(
     target: Target = Target(),
 ) -> Version:
     name = validate_name(name or path.name)
+    cfg.require_signing_key()  # before any object is written: the fleet would refuse it
     handle, info = _open_regular(path)
     with handle:
         object_key = catalog.layout.new_object_key()
@@ -193,6 +194,7 @@ def upload_if_changed(
     upload of its own. ``dry_run`` decides without writing anything.
     """
     name = check_source(path, name)
+    cfg.require_signing_key()
     try:
         newest = catalog.newest(name)
     except UnknownArtifactError:

@@ -367,7 +367,9 @@ def setup(
         Decide only, with read-only calls.
 
     Returns ``changed``, ``storage``, ``bucket``, ``setup_id``, ``upload_config``,
-    ``daemon_config`` and ``notes`` (never a secret).
+    ``daemon_config``, ``notes`` (never a secret) and ``public_key``: the public key of the
+    uploader's new ``SigningKey``, the daemons' ``TrustedSigners`` (pillar
+    ``trusted_signers``); None in a test run that would make one.
 
     CLI Example:
 
@@ -409,6 +411,7 @@ def setup(
         "upload_config": report.upload_config,
         "daemon_config": report.daemon_config,
         "notes": list(report.notes),
+        "public_key": report.public_key,
     }
 
 

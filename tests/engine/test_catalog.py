@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from distsync.catalog import Catalog, Rejected
 from distsync.crypto.secret import generate_secret, parse_secret
+from distsync.crypto.signing import SigningKey
 from distsync.errors import (
     FormatError,
     IntegrityError,
@@ -27,7 +28,10 @@ from distsync.manifest import (
     seal_manifest,
     validate_name,
 )
+from distsync.signed import Trust
 from distsync.storage.local import LocalStore
+
+SIGNER = SigningKey.generate()
 
 
 def manifest(name: str = "app.tgz") -> Manifest:
@@ -45,8 +49,15 @@ def manifest(name: str = "app.tgz") -> Manifest:
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
+    """An uploader's view, as setup configures it: signs with its key and trusts it."""
     (tmp_path / "bucket").mkdir()
-    return Catalog(LocalStore(tmp_path / "bucket"), Layout(), parse_secret(generate_secret()))
+    return Catalog(
+        LocalStore(tmp_path / "bucket"),
+        Layout(),
+        parse_secret(generate_secret()),
+        trust=Trust.of([SIGNER.public_key]),
+        signer=SIGNER,
+    )
 
 
 def test_append_orders_by_sequence(catalog: Catalog) -> None:
@@ -95,23 +106,51 @@ def test_replayed_manifest_under_a_new_key_is_rejected(catalog: Catalog) -> None
     old = store.get(catalog.layout.log_key(1))
     assert store.create(catalog.layout.log_key(2), old)
     entries = list(catalog.entries_after(0))
+    # The signature covers the key, and is checked before anything is decrypted.
+    assert isinstance(entries[1], Rejected), entries
+    assert "signature of this manifest does not verify" in entries[1].reason
+    assert [v.seq for v in catalog.versions()] == [1]
+
+
+def test_replayed_unsigned_manifest_under_a_new_key_is_rejected(tmp_path: Path) -> None:
+    """A store set up before signing: the sealed record's associated data is its key."""
+    (tmp_path / "bucket").mkdir()
+    catalog = Catalog(
+        LocalStore(tmp_path / "bucket"), Layout(), parse_secret(generate_secret()), trust=Trust()
+    )
+    catalog.append(manifest())
+    old = catalog.store.get(catalog.layout.log_key(1))
+    assert catalog.store.create(catalog.layout.log_key(2), old)
+    entries = list(catalog.entries_after(0))
     assert isinstance(entries[1], Rejected) and "moved from another key" in entries[1].reason
     assert [v.seq for v in catalog.versions()] == [1]
+
+
+def test_a_config_that_trusts_signers_but_cannot_sign_appends_nothing(
+    catalog: Catalog,
+) -> None:
+    """The last guard under `upload -c distsyncd.toml`: never write what the fleet refuses."""
+    server = Catalog(catalog.store, catalog.layout, catalog._secret, trust=catalog.trust)
+    with pytest.raises(UsageError, match="no SigningKey"):
+        server.append(manifest())
+    assert list(server.log_seqs_after(0)) == []
 
 
 def test_wrong_secret_and_tampering_are_rejected(catalog: Catalog) -> None:
     key = catalog.layout.log_key(1)
     objects = catalog.layout.objects_prefix
+    unsigned = Trust()  # a store set up before signing
     sealed = seal_manifest(b"k" * 32, key, manifest())
-    assert open_manifest(b"k" * 32, key, sealed, objects_prefix=objects).name == "app.tgz"
+    opened = open_manifest(b"k" * 32, key, sealed, objects_prefix=objects, trust=unsigned)
+    assert opened.name == "app.tgz"
     with pytest.raises(IntegrityError):
-        open_manifest(b"j" * 32, key, sealed, objects_prefix=objects)
+        open_manifest(b"j" * 32, key, sealed, objects_prefix=objects, trust=unsigned)
     flipped = bytearray(sealed)
     flipped[20] ^= 1
     with pytest.raises(IntegrityError):
-        open_manifest(b"k" * 32, key, bytes(flipped), objects_prefix=objects)
+        open_manifest(b"k" * 32, key, bytes(flipped), objects_prefix=objects, trust=unsigned)
     with pytest.raises(FormatError):
-        open_manifest(b"k" * 32, key, b"nope", objects_prefix=objects)
+        open_manifest(b"k" * 32, key, b"nope", objects_prefix=objects, trust=unsigned)
 
 
 def test_find_and_newest(catalog: Catalog) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from distsync.config import AWS_KEYS, KEYS, load_config
 from distsync.crypto.secret import generate_secret, parse_secret
+from distsync.crypto.signing import SigningKey, format_key
 from distsync.errors import ConfigError
 from distsync.release.config import RELEASE_KEYS
 
@@ -153,6 +154,32 @@ def test_enums_case_insensitive(
             "Prefix",
             "key prefix",
         ),
+        (
+            'SharedSecret = "{secret}"\nStorageBucket = "b"\nSigningKey = "nope"\n',
+            "SigningKey",
+            'must start with "ed25519:"',
+        ),
+        (
+            'SharedSecret = "{secret}"\nStorageBucket = "b"\nSigningKey = 3\n',
+            "SigningKey",
+            "must be a string",
+        ),
+        (
+            'SharedSecret = "{secret}"\nStorageBucket = "b"\nTrustedSigners = "ed25519:x"\n',
+            "TrustedSigners",
+            "must be a list",
+        ),
+        (
+            'SharedSecret = "{secret}"\nStorageBucket = "b"\n'
+            f'TrustedSigners = ["{format_key(bytes(32))}", "ed25519:short"]\n',
+            "TrustedSigners[1]",
+            "43 characters",
+        ),
+        (
+            'SharedSecret = "{secret}"\nStorageBucket = "b"\nTrustedSigners = [7]\n',
+            "TrustedSigners[0]",
+            "must be a string",
+        ),
     ],
 )
 def test_errors_name_file_key_and_problem(
@@ -212,3 +239,86 @@ def test_readme_documents_every_key() -> None:
     reference = readme.split("## Configuration reference", 1)[1]
     for key in list(KEYS) + list(AWS_KEYS) + list(RELEASE_KEYS):
         assert f"`{key}`" in reference, f"README's configuration reference lacks {key}"
+
+
+# -- signed uploads ---------------------------------------------------------------------------
+
+SIGNER = SigningKey.generate()
+OTHER = SigningKey.generate()
+
+
+def _signing_config(write_config: Callable[..., Path], **keys: object) -> Path:
+    lines = ['SharedSecret = "{secret}"', 'StorageBucket = "b"']
+    for key, value in keys.items():
+        rendered = (
+            "[" + ", ".join(f'"{item}"' for item in value) + "]"  # type: ignore[attr-defined]
+            if isinstance(value, list)
+            else f'"{value}"'
+        )
+        lines.append(f"{key} = {rendered}")
+    return write_config("\n".join(lines) + "\n")
+
+
+def test_an_uploader_config_trusts_its_own_key(write_config: Callable[..., Path]) -> None:
+    cfg = load_config(_signing_config(write_config, SigningKey=SIGNER.text()))
+    assert cfg.signing_key == SIGNER
+    assert cfg.trust.signers == {SIGNER.public_key}
+    assert cfg.require_signing_key() == SIGNER and cfg.unsigned_warning() is None
+    assert SIGNER.text() not in repr(cfg)
+
+
+def test_a_daemon_config_trusts_its_signers_and_cannot_upload(
+    write_config: Callable[..., Path],
+) -> None:
+    signers = [format_key(SIGNER.public_key), format_key(OTHER.public_key)]
+    path = _signing_config(write_config, TrustedSigners=[*signers, signers[0]])
+    cfg = load_config(path)
+    assert cfg.trusted_signers == (SIGNER.public_key, OTHER.public_key)  # once each
+    assert cfg.trust.signers == {SIGNER.public_key, OTHER.public_key}
+    assert cfg.unsigned_warning() is None
+    cfg.refuse_signing_key()  # none to refuse
+    with pytest.raises(ConfigError, match=r"SigningKey: is missing: .*cannot publish") as err:
+        cfg.require_signing_key()
+    assert str(err.value).startswith(f"{path}: SigningKey: ")
+
+
+def test_a_daemon_refuses_a_config_holding_a_signing_key(
+    write_config: Callable[..., Path],
+) -> None:
+    cfg = load_config(
+        _signing_config(
+            write_config,
+            SigningKey=SIGNER.text(),
+            TrustedSigners=[format_key(SIGNER.public_key)],
+        )
+    )
+    with pytest.raises(ConfigError, match="SigningKey: does not belong in a server's config"):
+        cfg.refuse_signing_key()
+
+
+def test_a_private_key_pasted_into_trusted_signers_is_refused_unechoed(
+    write_config: Callable[..., Path],
+) -> None:
+    path = _signing_config(
+        write_config, SigningKey=SIGNER.text(), TrustedSigners=[SIGNER.text()]
+    )
+    with pytest.raises(ConfigError, match=r"TrustedSigners\[0\]: is this config's private") as err:
+        load_config(path)
+    assert SIGNER.text()[8:] not in str(err.value)
+
+
+def test_a_malformed_signing_key_is_never_echoed(write_config: Callable[..., Path]) -> None:
+    almost = SIGNER.text()[:-1] + ("B" if SIGNER.text()[-1] != "B" else "C")
+    with pytest.raises(ConfigError, match="SigningKey: ") as err:
+        load_config(_signing_config(write_config, SigningKey=almost))
+    assert almost[8:] not in str(err.value) and almost[8:30] not in str(err.value)
+
+
+def test_a_config_without_signers_accepts_unsigned_and_says_how_to_sign(
+    write_config: Callable[..., Path],
+) -> None:
+    cfg = load_config(write_config())
+    assert not cfg.trust.required and cfg.require_signing_key() is None
+    warning = cfg.unsigned_warning()
+    assert warning is not None and "TrustedSigners" in warning
+    assert "distsync keys new" in warning and "SigningKey" in warning

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from distsync.config import load_config
 from distsync.crypto.secret import generate_secret, parse_secret
+from distsync.crypto.signing import SigningKey
 from distsync.errors import ConfigError, FormatError, IntegrityError
 from distsync.manifest import MANIFEST, Manifest, Version, open_manifest, seal_manifest
 from distsync.rollout.gate import RolloutGate
@@ -26,6 +27,7 @@ from distsync.rollout.plan import (
     wave_sizes,
 )
 from distsync.sealed import open_sealed, seal_record_body
+from distsync.signed import Trust
 from distsync.state import DaemonState, StateFile
 from distsync.status.fleet import FleetView
 from distsync.status.record import ArtifactStatus, Failure, ServerStatus
@@ -210,7 +212,9 @@ def test_manifest_round_trips_targets_and_waves() -> None:
     key = "distsync/v3/log/00000000000000000001"
     rollout = Rollout(("1", "100%"), 60.0)
     m = manifest(to=("web", "eu"), rollout=rollout.to_manifest())
-    opened = open_manifest(SECRET, key, seal_manifest(SECRET, key, m), objects_prefix=OBJECTS)
+    opened = open_manifest(
+        SECRET, key, seal_manifest(SECRET, key, m), objects_prefix=OBJECTS, trust=Trust()
+    )
     assert opened == m and opened.staged() == rollout
 
 
@@ -220,7 +224,7 @@ def test_untargeted_manifest_keeps_the_old_layout() -> None:
     assert "to" not in body and "rollout" not in body
     # ... so a manifest written before targeting existed still opens.
     assert open_manifest(SECRET, key, seal_record_body(MANIFEST, SECRET, key, body),
-                         objects_prefix=OBJECTS) == manifest()  # fmt: skip
+                         objects_prefix=OBJECTS, trust=Trust()) == manifest()  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -243,7 +247,7 @@ def test_malformed_targets_and_waves_are_refused(field: str, value: Any) -> None
     body[field] = value
     with pytest.raises(FormatError, match=field):
         open_manifest(SECRET, key, seal_record_body(MANIFEST, SECRET, key, body),
-                      objects_prefix=OBJECTS)  # fmt: skip
+                      objects_prefix=OBJECTS, trust=Trust())  # fmt: skip
 
 
 # -- halt records --------------------------------------------------------------------------
@@ -252,7 +256,7 @@ def test_malformed_targets_and_waves_are_refused(field: str, value: Any) -> None
 def test_halt_records(tmp_path: Path) -> None:
     (tmp_path / "bucket").mkdir()
     store = LocalStore(tmp_path / "bucket")
-    board = HaltBoard(store, "distsync/v3/", SECRET)
+    board = HaltBoard(store, "distsync/v3/", SECRET, trust=Trust())
     assert board.read(APP, SEQ) is None
     board.write(Halt(APP, SEQ, True, "ci-runner", NOW))
     assert board.read(APP, SEQ) == Halt(APP, SEQ, True, "ci-runner", NOW)
@@ -271,6 +275,26 @@ def test_halt_records(tmp_path: Path) -> None:
         store.put(key, seal_record_body(HALT_RECORD, SECRET, key, body))
         with pytest.raises(FormatError, match="malformed"):
             board.read(APP, 7)
+
+
+def test_halt_records_are_signed_and_only_trusted_ones_count(tmp_path: Path) -> None:
+    """A server's config holds the secret: it must not halt, or continue, a rollout."""
+    (tmp_path / "bucket").mkdir()
+    store = LocalStore(tmp_path / "bucket")
+    ci, mallory = SigningKey.generate(), SigningKey.generate()
+    trust = Trust.of([ci.public_key])
+    daemon = HaltBoard(store, "distsync/v3/", SECRET, trust=trust)
+    HaltBoard(store, "distsync/v3/", SECRET, trust=trust, signer=ci).write(
+        Halt(APP, SEQ, True, "ci-runner", NOW)
+    )
+    assert daemon.read(APP, SEQ) == Halt(APP, SEQ, True, "ci-runner", NOW)
+    forged = Halt(APP, SEQ, False, "ci-runner", NOW + 1)
+    HaltBoard(store, "distsync/v3/", SECRET, trust=Trust()).write(forged)  # the secret alone
+    with pytest.raises(IntegrityError, match="halt record is not signed"):
+        daemon.read(APP, SEQ)
+    HaltBoard(store, "distsync/v3/", SECRET, trust=Trust(), signer=mallory).write(forged)
+    with pytest.raises(IntegrityError, match="not one of this config's TrustedSigners"):
+        daemon.read(APP, SEQ)
 
 
 # -- the daemon's gate and its config keys --------------------------------------------------

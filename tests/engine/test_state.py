@@ -129,6 +129,7 @@ def test_a_new_store_id_starts_a_new_log_and_keeps_the_content() -> None:
         retry={"b": 8},
     )
     state.reject(8, None, now=0.0, base=1.0)
+    assert not state.resets_for("a" * 32) and state.resets_for("b" * 32)
     assert not state.follow_store("a" * 32)
     assert state.follow_store("b" * 32)
     assert (state.last_seq, state.newest, state.retry, state.rejected) == (0, {}, {}, {})
@@ -136,6 +137,12 @@ def test_a_new_store_id_starts_a_new_log_and_keeps_the_content() -> None:
     assert state.former_stores == ["a" * 32]
     # A version 1 of the new store is newer than what is installed.
     assert [v.seq for v in plan_installs(state, [version(1, "app")], {}, 0.0)] == [1]
+
+
+def test_a_daemon_from_before_store_records_would_start_afresh() -> None:
+    """What a store record may do to such a state: only a trusted one is followed."""
+    state = DaemonState(last_seq=4, installed={"app": Installed(4, "h", 3)})
+    assert state.resets_for("a" * 32)
 
 
 def test_an_old_store_record_put_back_is_refused() -> None:
@@ -147,6 +154,7 @@ def test_an_old_store_record_put_back_is_refused() -> None:
 
 def test_the_first_store_record_a_fresh_daemon_sees_changes_nothing() -> None:
     state = DaemonState()
+    assert not state.resets_for("a" * 32)
     assert not state.follow_store("a" * 32)
     assert state.store_id == "a" * 32 and state.former_stores == []
 

@@ -86,6 +86,7 @@ def full_record() -> ServerStatus:
             APP: ArtifactStatus(4, "cd" * 32, NOW - 50, 5, "ok", Failure(5, "bad", NOW, True)),
             "db.tar": ArtifactStatus(newest=9),
         },
+        rejected={6: Failure(6, "manifest is not signed", NOW, True)},
     )
 
 
@@ -217,7 +218,7 @@ def test_json_is_stable_and_names_versions_as_ids() -> None:
     assert set(web) == {
         "node", "name", "label", "groups", "daemon", "state", "last_seen", "seconds_since_seen",
         "interval", "started_at", "last_poll", "bytes_from_store", "bytes_from_peers",
-        "artifacts",
+        "artifacts", "rejected",
     }  # fmt: skip
     assert web["artifacts"][APP] == {
         "version": "4",
@@ -250,6 +251,33 @@ def test_versions_of_the_tagged_log_are_shown_and_compared_as_ids() -> None:
     shown = view.to_json(APP, new)
     assert shown["servers"][0]["artifacts"][APP]["version"] == "41.9f3ac2e07b5d"
     assert shown["artifacts"][0]["version"] == "41.a00000000000"
+
+
+def test_a_rejected_log_entry_fails_a_wait_for_that_version_whatever_its_name() -> None:
+    """A forged or untrusted entry has no trusted name: servers report it by number, and a
+    wait for that number (an upload the fleet refuses, say signed by a key it does not trust)
+    ends at once with the reason instead of timing out."""
+    why = "manifest is signed by ed25519:abc, which is not one of this config's TrustedSigners"
+    records = [
+        server(1, artifacts=has(41), rejected={42: Failure(42, why, NOW, True)}),
+        server(2, artifacts=has(41)),
+    ]
+    view = FleetView(records, NOW)
+    verdict = view.verdict(APP, 42, None)
+    assert verdict.failed and f"failed: srv-1 ({why})" in verdict.message
+    assert not view.verdict(APP, 41, None).failed
+    assert view.rejections() == [f"srv-1 rejects log entry 42: {why}"]
+    shown = view.to_json()["servers"][0]["rejected"]
+    assert shown == [{"version": "42", "reason": why, "at": NOW}]
+
+
+def test_a_record_from_before_rejected_entries_reads_as_none() -> None:
+    record = server(3, artifacts=has(1))
+    key = "distsync/v3/status/" + record.node
+    body = record.to_body()
+    del body["rejected"]
+    opened = open_status(SECRET, key, seal_record_body(STATUS_RECORD, SECRET, key, body))
+    assert opened.rejected == {}
 
 
 # -- the reporter's write rule ---------------------------------------------------------------
@@ -314,6 +342,46 @@ def test_an_idle_server_writes_one_record_per_interval_and_changes_at_once(tmp_p
     reporter.close(stopped=True)
     (last,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
     assert last.stopped and not last.live(clock.now) and last.expires == last.written_at
+
+
+def test_rejected_log_entries_are_reported_while_the_daemon_rejects_them(tmp_path: Path) -> None:
+    clock, state = Clock(), DaemonState()
+    reporter, store = reporter_on(tmp_path, clock, state)
+    for seq in range(1, 21):
+        state.reject(seq, None, NOW, 1.0)
+        reporter.rejected_entry(seq, f"entry {seq}\nis not signed")
+    assert reporter.write()
+    (record,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
+    assert sorted(record.rejected) == list(range(5, 21))  # the newest 16
+    assert record.rejected[20] == Failure(20, "entry 20 is not signed", NOW, True)
+    for seq in range(1, 20):  # verified since, or gone: the state no longer rejects them
+        del state.rejected[seq]
+    clock.now += 1
+    assert not reporter.write()  # mid-cycle the saved state may lag: nothing changes yet
+    reporter.cycle_done(0.1)
+    clock.now += 1
+    assert reporter.write()
+    (record,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
+    assert list(record.rejected) == [20]
+
+
+def test_entries_rejected_before_a_restart_are_reported_until_tried_again(tmp_path: Path) -> None:
+    """The state file keeps rejected entries across a restart, not their reasons: the record
+    lists them at once, and the reason once the next try (after its backoff) finds it."""
+    clock, state = Clock(), DaemonState()
+    state.reject(7, None, NOW, 1.0)
+    state.reject(8, "app.tar", NOW, 1.0)  # a genuine entry whose content failed: by name
+    reporter, store = reporter_on(tmp_path, clock, state)
+    reporter.cycle_done(0.1)
+    assert reporter.write()
+    (record,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
+    assert list(record.rejected) == [7]
+    assert "before this daemon restarted" in record.rejected[7].reason
+    reporter.rejected_entry(7, "manifest is not signed")
+    clock.now += 1
+    assert reporter.write()
+    (record,) = StatusBoard(store, "distsync/v3/", SECRET).read_all()
+    assert record.rejected[7] == Failure(7, "manifest is not signed", NOW, True)
 
 
 def test_release_activations_are_reported_like_installs(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from distsync.crypto.secret import generate_secret, parse_secret
+from distsync.crypto.signing import SigningKey
 from distsync.errors import FormatError, IntegrityError
 from distsync.layout import Layout
 from distsync.storage.local import LocalStore
@@ -88,3 +89,23 @@ def test_a_wrong_secret_is_named_and_a_missing_record_is_none(tmp_path: Path) ->
     store.put(layout.store_record, seal_store_record(secret, other, record))
     with pytest.raises(IntegrityError):
         read_store_record(store, layout, secret)
+
+
+def test_a_signed_record_names_its_signer_and_an_altered_signature_fails(
+    tmp_path: Path,
+) -> None:
+    store, layout = LocalStore(tmp_path), Layout()
+    secret, signing_key = parse_secret(generate_secret()), SigningKey.generate()
+    record = new_store_record(1.0, {})
+    store.put(layout.store_record, seal_store_record(secret, layout, record, signing_key))
+    opened = read_store_record(store, layout, secret)
+    assert opened == record and opened is not None
+    assert opened.signer == signing_key.public_key
+    data = bytearray(store.get(layout.store_record))
+    data[50] ^= 1  # inside the signature
+    store.put(layout.store_record, bytes(data))
+    with pytest.raises(IntegrityError, match="signature of this store record does not verify"):
+        read_store_record(store, layout, secret)
+    store.put(layout.store_record, seal_store_record(secret, layout, record))
+    unsigned = read_store_record(store, layout, secret)
+    assert unsigned is not None and unsigned.signer is None

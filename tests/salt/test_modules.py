@@ -192,6 +192,15 @@ def test_setup_state(minion: Minion, tmp_path: Path) -> None:
     assert rc == 0 and results[str(upload)]["changes"] == {}, output
     assert _secret(upload) == secret
 
+    # The key the servers' TrustedSigners (pillar trusted_signers) must hold.
+    again = minion.call(
+        "distsync.setup", "storage=local", f"bucket={tmp_path / 'bucket'}",
+        f"output_dir={tmp_path / 'out'}", f"upload_config={upload}", f"daemon_config={daemon}",
+    )  # fmt: skip
+    assert again["changed"] is False
+    assert [again["public_key"]] == tomllib.loads(daemon.read_text())["TrustedSigners"]
+    assert "SigningKey" not in daemon.read_text()
+
     # What the uploader config names works for an upload through Salt.
     src = _artifact(tmp_path, "probe.txt", b"probe")
     assert minion.call("distsync.upload", f"src={src}", f"config={upload}")["version"] == "1"

@@ -5,7 +5,9 @@ configs, an OutputDir and the daemons started, every command a real ``distsync``
 ``AnySite`` adds the store behind it: ``Storage = "Local"`` (a directory) or S3 (a moto
 server, set up by ``distsync setup --storage s3`` itself, so it has its store record), and a
 ``Backend`` through which a test reads and writes the bucket behind distsync's back, as an
-attacker with write access (and, for the hostile-manifest tests, the secret) would.
+attacker with write access (and, for the hostile-manifest tests, the secret and the
+uploader's signing key; for the forgery tests of issue 19, the secret alone, as a server's
+config holds it) would.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from distsync.config import load_config
+from distsync.crypto.signing import SigningKey
 from distsync.manifest import MANIFEST
 from distsync.sealed import open_sealed, seal_record_body
+from distsync.signed import open_signed, sign_sealed
 from s3server import ACCESS_KEY, SECRET_KEY, MotoServer
 from test_local_flow import POLL, Site
 
@@ -183,14 +187,22 @@ class AnySite(Site):
     def manifest_body(self, seq: int) -> dict[str, Any]:
         """The JSON body of the genuine manifest at ``seq`` (the secret opens it)."""
         key = log_key(seq)
-        return open_sealed(MANIFEST, self.secret, key, self.store.get(key))
+        sealed = open_signed(key, self.store.get(key), "manifest").sealed
+        return open_sealed(MANIFEST, self.secret, key, sealed)
 
     def append_sealed(self, body: dict[str, Any]) -> int:
-        """Append a manifest sealed with the secret (an uploader holding it, or a bug), with
-        none of the checks an honest uploader makes; returns its sequence number."""
+        """Append a manifest sealed with the secret and signed with the uploader's key (an
+        uploader holding both, or a bug), with none of the checks an honest uploader makes;
+        returns its sequence number."""
+        return self.append_forged(body, load_config(self.upload_conf).signing_key)
+
+    def append_forged(self, body: dict[str, Any], signer: SigningKey | None = None) -> int:
+        """Append a manifest sealed with the secret, signed by ``signer`` or not at all (what a
+        server's config can write: it holds the secret, not the uploader's key)."""
         seq = max(self.log_seqs(), default=0) + 1
         key = log_key(seq)
-        self.store.put(key, seal_record_body(MANIFEST, self.secret, key, body))
+        sealed = seal_record_body(MANIFEST, self.secret, key, body)
+        self.store.put(key, sealed if signer is None else sign_sealed(signer, key, sealed))
         self.forge_marker(seq)
         return seq
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from distsync.config import load_config
+from distsync.crypto.signing import SigningKey
 from distsync.layout import Layout
 from distsync.storage import open_store
 from distsync.store_record import new_store_record, seal_store_record
@@ -31,10 +32,15 @@ BATCH = (4 << 20) // SEALED  # chunks per ranged read of fetch (63)
 SIZE = 5 * BATCH * CHUNK + 1234  # five batches for the fetch workers, and a tail chunk
 
 
+SIGNING_KEY = SigningKey.generate()
+
+
 def config(write_config: Callable[..., Path], endpoint: str, bucket: str) -> Path:
     path = write_config(
         'SharedSecret = "{secret}"\n'
         f'StorageBucket = "{bucket}"\nStorage = "S3"\nChunkSize = {CHUNK}\n'
+        # Signed, as setup makes a store: no warning about unsigned uploads in stderr.
+        f'SigningKey = "{SIGNING_KEY.text()}"\n'
         f'[AwsCreds]\nRegion = "us-east-1"\nAccessKey = "{ACCESS_KEY}"\n'
         f'SecretKey = "{SECRET_KEY}"\nEndpoint = "{endpoint}"\n'
     )

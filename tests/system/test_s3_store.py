@@ -338,7 +338,7 @@ def test_upload_and_fetch_through_a_faulty_network(
     """The engine's own upload and download over the proxy: complete and byte-identical."""
     cfg = config_for(fault_proxy.endpoint, bucket.name, tmp_path)
     store = store_for(fault_proxy.endpoint, bucket.name, tmp_path, read_timeout=1.0)
-    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
+    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret, trust=cfg.trust)
     source = tmp_path / "app.tar.gz"
     source.write_bytes(os.urandom(3 * MiB + 777))
     for fault in (

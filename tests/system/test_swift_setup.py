@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import tomli_w
 import tomllib
 from distsync.config import load_config
 from distsync.errors import StorageError
@@ -93,10 +94,20 @@ def test_setup_writes_both_configs_and_the_acls_hold(fleet: SwiftFleet) -> None:
         status, _, _ = server.call(method, path, user=READER, body=b"x")
         assert status == 403, (method, path, status)
 
-    # The CLI as the daemon identity: one line, exit 4, nothing left behind.
+    # The CLI as the daemon: refused for want of a signing key (issue 19), before any request.
     before = server.listing(container), server.listing(container + "_segments")
     big = artifact(fleet.tmp, "forged.bin", 9 << 20)  # more than one SLO segment
     result = fleet.run("upload", "-c", str(fleet.daemon), str(big))
+    err = result.stderr.decode()
+    assert result.returncode == 2 and "SigningKey: is missing" in err, err
+    # With the daemon's identity in a config that would sign (none of the fleet would install
+    # it): the store itself refuses. One line, exit 4, nothing left behind.
+    values = tomllib.loads(fleet.daemon.read_text())
+    values["SigningKey"] = tomllib.loads(fleet.uploader.read_text())["SigningKey"]
+    signing_daemon = fleet.tmp / "signing-daemon.toml"
+    signing_daemon.write_text(tomli_w.dumps(values))
+    signing_daemon.chmod(0o600)
+    result = fleet.run("upload", "-c", str(signing_daemon), str(big))
     err = result.stderr.decode()
     assert result.returncode == 4, err
     assert "access denied" in err and len(err.strip().splitlines()) == 1

@@ -436,7 +436,7 @@ def test_upload_and_fetch_through_a_faulty_network(
     auth = f"{swift_proxy.endpoint}/auth/v1.0"
     cfg = config_for(auth, container, tmp_path)
     store = store_for(auth, container, tmp_path, timeout=1.0)
-    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
+    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret, trust=cfg.trust)
     source = tmp_path / "app.tar.gz"
     source.write_bytes(os.urandom(3 * MiB + 777))
     for fault in (

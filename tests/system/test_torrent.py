@@ -31,6 +31,7 @@ from distsync.crypto.secret import generate_secret, parse_secret
 from distsync.errors import ContentGoneError, IntegrityError
 from distsync.layout import Layout
 from distsync.manifest import Version
+from distsync.signed import Trust
 from distsync.storage.local import LocalStore
 from distsync.storage.s3 import S3Store
 from distsync.swarm.arriving import LocalCiphertext
@@ -171,7 +172,9 @@ class Fleet:
         )
         assert done.returncode == 0, done.stderr
         secret = parse_secret(self.secret)
-        return Catalog(_s3(self.bucket, secret, self.tmp), Layout(PREFIX), secret).newest(path.name)
+        store = _s3(self.bucket, secret, self.tmp)
+        # The fleet's configs carry no keys (an unsigned store): the catalog reads it as such.
+        return Catalog(store, Layout(PREFIX), secret, trust=Trust()).newest(path.name)
 
     def wait_installed(self, name: str, data: bytes, homes: list[Path], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -456,7 +459,7 @@ def _uploaded(tmp_path: Path, bucket: Bucket, size: int) -> tuple[Config, S3Stor
     store = S3Store.from_config(cfg)
     data = os.urandom(size)
     (tmp_path / "app.bin").write_bytes(data)
-    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
+    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret, trust=cfg.trust)
     return cfg, store, upload_file(cfg, store, catalog, tmp_path / "app.bin"), data
 
 
@@ -532,7 +535,7 @@ def test_a_corrupted_local_copy_never_reaches_the_destination(tmp_path: Path) ->
     )
     (tmp_path / "bucket").mkdir()
     store = LocalStore(tmp_path / "bucket")
-    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
+    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret, trust=cfg.trust)
     (tmp_path / "app.bin").write_bytes(os.urandom(MiB))
     version = upload_file(cfg, store, catalog, tmp_path / "app.bin")
     assert version.manifest.torrent is not None

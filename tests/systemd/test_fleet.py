@@ -227,7 +227,8 @@ def site(
             setup_dir / "distsyncd",
         ]
     )
-    secret = tomllib.loads((setup_dir / "distsyncd").read_text())["SharedSecret"]
+    written = tomllib.loads((setup_dir / "distsyncd").read_text())
+    secret, signers = written["SharedSecret"], written["TrustedSigners"]
     fleet = Fleet(
         roots={name: roots[suite] for name, suite in SUITES.items()},
         workdir=workdir,
@@ -241,7 +242,7 @@ def site(
         fleet.start()
         inventory = workdir / "inventory.yml"
         inventory.write_text(
-            json.dumps(_inventory(fleet, secret, wheelhouse, engine_source, setup_dir))
+            json.dumps(_inventory(fleet, secret, signers, wheelhouse, engine_source, setup_dir))
         )
         yield Site(fleet, inventory, secret, setup_dir / "distsync", bucket)
         keep = request.session.testsfailed > 0
@@ -257,7 +258,12 @@ def site(
 
 
 def _inventory(
-    fleet: Fleet, secret: str, wheelhouse: Path, source: Path, setup_dir: Path
+    fleet: Fleet,
+    secret: str,
+    signers: list[str],
+    wheelhouse: Path,
+    source: Path,
+    setup_dir: Path,
 ) -> dict[str, Any]:
     c1, c2, c3 = (fleet.containers[name] for name in ("c1", "c2", "c3"))
     return {
@@ -285,6 +291,8 @@ def _inventory(
                 "distsync_daemon_wheelhouse": str(wheelhouse),
                 "distsync_daemon_source_path": str(source),
                 "distsync_daemon_shared_secret": secret,
+                # c3's file from `distsync setup` carries the same key itself.
+                "distsync_daemon_trusted_signers": signers,
                 "distsync_daemon_storage": "Local",
                 "distsync_daemon_storage_bucket": BUCKET_IN_CONTAINER,
                 "distsync_daemon_output_dir": OUTPUT_DIR,
@@ -407,6 +415,15 @@ def test_daemon_active_everywhere(deployed: Site) -> None:
         )
         assert container.run("systemctl", "is-enabled", UNIT).strip() == "enabled"
         assert container.show(UNIT, "User") == "distsync"
+
+
+def test_every_daemon_installs_only_signed_uploads(deployed: Site) -> None:
+    """Rendered (c1, c2) or copied (c3), each config trusts the setup's signing key."""
+    for container in deployed.containers:
+        config = tomllib.loads(container.path("/etc/distsync/distsyncd.toml").read_text())
+        assert config["TrustedSigners"] and "SigningKey" not in config
+        journal = container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat")
+        assert "has no TrustedSigners" not in journal, journal
 
 
 def test_config_file_is_private_to_the_service_user(deployed: Site) -> None:

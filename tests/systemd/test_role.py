@@ -26,6 +26,7 @@ import pytest
 import yaml
 from distsync.config import Config, load_config
 from distsync.crypto.secret import generate_secret
+from distsync.crypto.signing import SigningKey, format_key
 from harness import REPO, sh
 
 ROLE = REPO / "roles" / "daemon"
@@ -94,6 +95,7 @@ def test_tasks_that_see_secrets_hide_their_output() -> None:
 # -- rendering the templates ------------------------------------------------------------------
 
 SECRET = generate_secret()
+SIGNERS = (SigningKey.generate(), SigningKey.generate())
 AWKWARD = 'bucket "quoted" \\ back\tslash ünï'
 CASES: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -158,6 +160,10 @@ CASES: dict[str, dict[str, Any]] = {
         "distsync_daemon_storage": "Local",
         "distsync_daemon_storage_bucket": "/srv/bucket",
         "distsync_daemon_venv": str(REPO / ".venv"),
+    },
+    "signed": {
+        "distsync_daemon_storage": "Local",
+        "distsync_daemon_trusted_signers": [format_key(k.public_key) for k in SIGNERS],
     },
 }
 
@@ -320,6 +326,15 @@ def test_rendered_config_for_local_storage_has_no_aws_table(rendered: dict[str, 
     assert (cfg.poll_interval, cfg.poll_jitter, cfg.hook_timeout) == (15, 5, 300)
 
 
+def test_rendered_config_carries_the_trusted_signers(rendered: dict[str, Path]) -> None:
+    cfg = _load(rendered, "signed")
+    assert cfg.trusted_signers == tuple(k.public_key for k in SIGNERS)
+    assert cfg.trust.required and cfg.signing_key is None
+    defaults = _load(rendered, "defaults")
+    assert not defaults.trust.required and defaults.unsigned_warning() is not None
+    assert "TrustedSigners" not in (rendered["defaults"] / "distsyncd.toml").read_text()
+
+
 def test_rendered_config_for_swift_has_swift_creds_only(rendered: dict[str, Path]) -> None:
     text = (rendered["swift"] / "distsyncd.toml").read_text()
     assert "[AwsCreds]" not in text and "Password" not in text
@@ -356,6 +371,10 @@ def test_validate_command_accepts_good_and_refuses_bad(
     assert "OutputDir is /elsewhere, the role allows only /srv/distsync" in refused.stderr
     assert validate(good.replace("PollInterval = 15.0", "PollInterval = 0.0")).returncode != 0
     assert validate(good.replace("SharedSecret", "SharedSecrets")).returncode != 0
+    signing = validate(good + f'SigningKey = "{SIGNERS[0].text()}"\n')
+    assert signing.returncode != 0
+    assert "SigningKey: a server config must not hold one" in signing.stderr
+    assert SIGNERS[0].text()[8:] not in signing.stderr
 
 
 # -- the payload packer ---------------------------------------------------------------------

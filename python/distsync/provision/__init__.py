@@ -33,6 +33,7 @@ from distsync.provision.options import (
     SwiftSetup,
     silent,
 )
+from distsync.provision.record import public_key_of
 from distsync.provision.s3 import run_destroy, run_s3_setup, s3_in_place
 from distsync.provision.s3_plain import run_s3_setup_without_iam
 from distsync.provision.swift import run_swift_setup, swift_in_place
@@ -47,6 +48,7 @@ __all__ = [
     "ensure_absent",
     "ensure_setup",
     "fill_in_interactively",
+    "public_key_of",
     "render_config",
     "run_destroy",
     "run_setup",

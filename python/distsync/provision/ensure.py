@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from distsync.fsutil import local_io_error
 from distsync.provision.options import DestroyOptions, Say, SetupOptions, silent
@@ -29,6 +30,10 @@ class SetupReport:
     upload_config: str
     daemon_config: str
     notes: list[str] = field(default_factory=list)
+    # The public key of the uploader's SigningKey, which the daemons' TrustedSigners hold
+    # (None: not set up yet, a dry run that would make a new one, or a config from before
+    # signing).
+    public_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ def ensure_setup(
     options: SetupOptions, *, dry_run: bool = False, warn: Say = silent
 ) -> SetupReport:
     """Set up unless ``setup_in_place(options)``; ``force`` always sets up anew (new secret)."""
-    from distsync.provision import run_setup, setup_in_place
+    from distsync.provision import public_key_of, run_setup, setup_in_place
 
     unchanged = SetupReport(
         changed=False,
@@ -54,7 +59,9 @@ def ensure_setup(
         daemon_config=options.daemon_config,
     )
     if not options.force and setup_in_place(options):
-        return unchanged
+        return replace(
+            unchanged, public_key=public_key_of(Path(os.path.expanduser(options.upload_config)))
+        )
     if dry_run:
         return replace(unchanged, changed=True)
     outcome = run_setup(options, warn=warn)
@@ -64,6 +71,7 @@ def ensure_setup(
         bucket=outcome.bucket,
         setup_id=outcome.setup_id,
         notes=list(outcome.notes),
+        public_key=outcome.public_key,
     )
 
 

@@ -41,7 +41,7 @@ def run_local_setup(
     daemon = dict(uploader, OutputDir=output_dir)
     # A directory's create is link(), atomic on a local file system; a network file system
     # may not keep that promise, so the probe asks.
-    write_configs_and_record(
+    public_key = write_configs_and_record(
         options,
         store,
         layout,
@@ -49,7 +49,7 @@ def run_local_setup(
         (upload_path, uploader),
         (daemon_path, daemon),
     )
-    return SetupResult("local", bucket, upload_path, daemon_path)
+    return SetupResult("local", bucket, upload_path, daemon_path, public_key=public_key)
 
 
 def local_in_place(options: SetupOptions, uploader: Config, daemon: Config) -> bool:

@@ -85,3 +85,6 @@ class SetupResult:
     setup_id: str | None = None
     changed: bool = True
     configs_written: bool = True
+    # The public key of the uploader's SigningKey (``ed25519:...``), which the daemon config
+    # trusts; None when the uploader's config has none (a store set up before signing).
+    public_key: str | None = None

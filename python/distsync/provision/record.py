@@ -1,6 +1,11 @@
 """Setup's side of the store record (``distsync.store_record``): refuse to replace one by
 accident, find out what the store can do (``probe_capabilities``), and write a new record
-together with the configs that hold its secret."""
+together with the configs that hold its secret.
+
+Setup also makes the fleet's first signing key here, for every kind of store: the private key
+goes into the uploader's config only (``SigningKey``), its public key into the daemon's
+(``TrustedSigners``), and it signs the store record.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from distsync.config import load_config
 from distsync.crypto.secret import parse_secret
-from distsync.errors import NotFoundError, UsageError
+from distsync.crypto.signing import SigningKey, format_key
+from distsync.errors import DistsyncError, NotFoundError, UsageError
 from distsync.layout import Layout
 from distsync.provision.configs import write_pair
 from distsync.provision.options import Say, SetupOptions
@@ -19,7 +26,12 @@ from distsync.storage.base import Store
 from distsync.storage.probe import ProbeInconclusive, Verdict, probe_conditional_create
 from distsync.store_record import TempUrlGrant, new_store_record, seal_store_record
 
-__all__ = ["probe_capabilities", "refuse_existing_store", "write_configs_and_record"]
+__all__ = [
+    "probe_capabilities",
+    "public_key_of",
+    "refuse_existing_store",
+    "write_configs_and_record",
+]
 
 _VERDICT_SAYS = {
     Verdict.ATOMIC: "atomic: uploads claim log entries with a conditional create",
@@ -49,6 +61,15 @@ def probe_capabilities(store: Store, layout: Layout, say: Say) -> dict[str, Any]
     return {"atomic_create": verdict is Verdict.ATOMIC}
 
 
+def public_key_of(upload_config: Path) -> str | None:
+    """The public key of an existing uploader config's SigningKey (None: none, or no config)."""
+    try:
+        signing_key = load_config(upload_config).signing_key
+    except DistsyncError:
+        return None
+    return None if signing_key is None else format_key(signing_key.public_key)
+
+
 def refuse_existing_store(options: SetupOptions, store: Store, layout: Layout) -> None:
     """A store record there means a store whose configs are in use somewhere: a new one would
     cut them all off (exit 3, "a different SharedSecret"), so only with --force."""
@@ -69,21 +90,28 @@ def write_configs_and_record(
     store: Store,
     layout: Layout,
     capabilities: Mapping[str, Any],
-    *pairs: tuple[Path, dict[str, Any]],
+    uploader: tuple[Path, dict[str, Any]],
+    daemon: tuple[Path, dict[str, Any]],
     temp_url: TempUrlGrant | None = None,
-) -> None:
-    """Write the configs, then the store record sealed under their SharedSecret.
+) -> str:
+    """Make a signing key, write the configs, then the store record sealed under their
+    SharedSecret and signed. Returns the public key (``ed25519:...``).
 
     In that order: a record whose secret no config holds would lock every client out. When
     the record cannot be written the configs go too, so nothing is left half set up.
     """
-    secret = parse_secret(pairs[0][1]["SharedSecret"])
+    signing_key = SigningKey.generate()
+    public = format_key(signing_key.public_key)
+    uploader[1]["SigningKey"] = signing_key.text()
+    daemon[1]["TrustedSigners"] = [public]
+    secret = parse_secret(uploader[1]["SharedSecret"])
     record = new_store_record(time.time(), capabilities, temp_url=temp_url)
-    write_pair(options, *pairs)
+    write_pair(options, uploader, daemon)
     try:
-        store.put(layout.store_record, seal_store_record(secret, layout, record))
+        store.put(layout.store_record, seal_store_record(secret, layout, record, signing_key))
     except BaseException:
-        for path, _values in pairs:
+        for path, _values in (uploader, daemon):
             with contextlib.suppress(OSError):
                 path.unlink()
         raise
+    return public

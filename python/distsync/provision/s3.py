@@ -29,6 +29,7 @@ from distsync.provision.configs import refuse_overwrite
 from distsync.provision.options import DestroyOptions, Say, SetupOptions, SetupResult, silent
 from distsync.provision.record import (
     probe_capabilities,
+    public_key_of,
     refuse_existing_store,
     write_configs_and_record,
 )
@@ -86,6 +87,8 @@ def run_s3_setup(
             "setup; the new SharedSecret cannot read them (daemons skip them with a warning)"
         )
 
+    public_keys: list[str] = []
+
     def write_configs(keys: dict[str, AccessKey] | None) -> None:
         if keys is None:
             return
@@ -111,13 +114,15 @@ def run_s3_setup(
                 "uploads write log entries of their own with plain PUTs, which "
                 "--require-conditional-log forbids: run setup without it"
             )
-        write_configs_and_record(
-            options,
-            store,
-            layout,
-            capabilities,
-            (upload_path, uploader),
-            (daemon_path, daemon),
+        public_keys.append(
+            write_configs_and_record(
+                options,
+                store,
+                layout,
+                capabilities,
+                (upload_path, uploader),
+                (daemon_path, daemon),
+            )
         )
 
     outcome = apply_setup(clients, plan, say=say, warn=warn, finish=write_configs)
@@ -137,6 +142,7 @@ def run_s3_setup(
         setup_id=setup_id,
         changed=outcome.changed,
         configs_written=outcome.keys is not None,
+        public_key=public_keys[0] if public_keys else public_key_of(upload_path),
     )
 
 

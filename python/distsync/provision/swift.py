@@ -336,7 +336,8 @@ def run_swift_setup(
         "Storage": "Swift+BitTorrent" if bittorrent else "Swift",
         "Prefix": prefix.rstrip("/"),
     }
-    write_configs_and_record(
+    # Native Swift's If-None-Match: * is not atomic: the probe decides the log layout.
+    public_key = write_configs_and_record(
         options,
         uploader,
         Layout(prefix),
@@ -353,7 +354,12 @@ def run_swift_setup(
         temp_url=grant,
     )
     return SetupResult(
-        "swift+bittorrent" if bittorrent else "swift", container, upload_path, daemon_path, notes
+        "swift+bittorrent" if bittorrent else "swift",
+        container,
+        upload_path,
+        daemon_path,
+        notes,
+        public_key=public_key,
     )
 
 

@@ -23,7 +23,8 @@ __all__ = ["halted_check", "rollout_command", "view_of"]
 
 
 def view_of(cfg: Config, catalog: Catalog, version: Version, fleet: FleetView) -> RolloutView:
-    halt = HaltBoard(catalog.store, cfg.prefix, cfg.secret).read(version.manifest.name, version.seq)
+    board = HaltBoard(catalog.store, cfg.prefix, cfg.secret, trust=cfg.trust)
+    halt = board.read(version.manifest.name, version.seq)
     return RolloutView(
         fleet,
         version.manifest.name,
@@ -58,9 +59,10 @@ def rollout_command(
     if (halt or resume) and version.manifest.staged() is None:
         raise UsageError(f"{name} version {version.version_id} was not uploaded with --waves")
     if halt or resume:
-        HaltBoard(catalog.store, cfg.prefix, cfg.secret).write(
-            Halt(name, version.seq, halt, cfg.uploader, time.time())
-        )
+        # A server's config cannot halt or continue a rollout: the fleet would reject it.
+        signer = cfg.require_signing_key()
+        board = HaltBoard(catalog.store, cfg.prefix, cfg.secret, trust=cfg.trust, signer=signer)
+        board.write(Halt(name, version.seq, halt, cfg.uploader, time.time()))
     records = StatusBoard(catalog.store, cfg.prefix, cfg.secret).read_all()
     view = view_of(cfg, catalog, version, FleetView(records, time.time()))
     if as_json:

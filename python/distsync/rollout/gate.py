@@ -41,7 +41,7 @@ class RolloutGate:
         self.every = max(cfg.poll_interval, cfg.status_interval)
         self._state_dir = cfg.daemon_state_dir()
         self._board = StatusBoard(store, cfg.prefix, cfg.secret)
-        self._halts = HaltBoard(store, cfg.prefix, cfg.secret)
+        self._halts = HaltBoard(store, cfg.prefix, cfg.secret, trust=cfg.trust)
         self._clock = clock
         self._node: str | None = None
         self._records: list[ServerStatus] = []

@@ -6,16 +6,25 @@ says whether the rollout of that version is halted, who wrote it (the uploader's
 and when; ``--continue`` writes ``halted: false`` over it, since an uploader may not be
 able to delete objects. Daemons read it only for a version whose rollout has waves, with
 the status records the gate reads anyway.
+
+Like manifests, a halt record is signed by the uploader's ``SigningKey`` over its sealed bytes
+and its key (``distsync.signed``); a reader whose config trusts signers rejects any other,
+so a server's config (which holds the secret) can neither halt nor continue a rollout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from distsync.errors import FormatError, NotFoundError
 from distsync.logorder import leaf_of
 from distsync.sealed import RecordKind, open_sealed, seal_record_body
+from distsync.signed import Trust, check_signed, sign_sealed
 from distsync.storage.base import Store
+
+if TYPE_CHECKING:
+    from distsync.crypto.signing import SigningKey
 
 __all__ = ["HALT_RECORD", "Halt", "HaltBoard"]
 
@@ -35,10 +44,20 @@ class Halt:
 
 
 class HaltBoard:
-    def __init__(self, store: Store, prefix: str, secret: bytes) -> None:
+    def __init__(
+        self,
+        store: Store,
+        prefix: str,
+        secret: bytes,
+        *,
+        trust: Trust,
+        signer: SigningKey | None = None,
+    ) -> None:
         self.store = store
         self.prefix = prefix + HALT_DIR
         self._secret = secret
+        self.trust = trust
+        self._signer = signer
 
     def key(self, seq: int) -> str:
         return self.prefix + leaf_of(seq)  # the log entry's own leaf (logorder)
@@ -52,17 +71,23 @@ class HaltBoard:
             "by": halt.by,
             "at": halt.at,
         }
-        self.store.put(key, seal_record_body(HALT_RECORD, self._secret, key, body))
+        sealed = seal_record_body(HALT_RECORD, self._secret, key, body)
+        if self._signer is not None:
+            sealed = sign_sealed(self._signer, key, sealed)
+        self.store.put(key, sealed)
 
     def read(self, name: str, seq: int) -> Halt | None:
         """The record of version ``seq`` of ``name``, or None. IntegrityError when it is not
-        genuine; FormatError when it is malformed or about another version."""
+        genuine or not signed by a signer ``trust`` names (when it names any); FormatError
+        when it is malformed or about another version."""
         key = self.key(seq)
         try:
             data = self.store.get(key, limit=HALT_RECORD.max_size)
         except NotFoundError:
             return None
-        raw = open_sealed(HALT_RECORD, self._secret, key, data)
+        raw = open_sealed(
+            HALT_RECORD, self._secret, key, check_signed(key, data, self.trust, HALT_RECORD.noun)
+        )
         try:
             halt = Halt(
                 name=raw["name"],

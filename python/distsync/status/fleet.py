@@ -9,7 +9,8 @@ One server's standing toward one version of a name, first match wins:
 - ``installed``: it has that version or a newer one (a newer upload supersedes the one waited
   for: daemons install only the newest), and its OnUpdate hook did not fail on it;
 - ``unhealthy``: it installed that version but the OnUpdate hook failed;
-- ``failed``: it rejected that version for good (it failed verification);
+- ``failed``: it rejected that version for good (it failed verification), or the log entry
+  itself (forged, unsigned, signed by a key it does not trust, tampered);
 - ``pinned``: a ``[Pin]`` holds the name at another version;
 - ``retrying``: its last attempt failed for a passing reason (store, disk), retried each poll;
 - ``not targeted``: the version is not for it (the upload's ``--to`` names none of its
@@ -127,6 +128,9 @@ class FleetView:
             )
         if failure is not None and failure.version == seq and failure.final:
             return standing("failed", failure.reason)
+        entry = server.rejected.get(seq)
+        if entry is not None:  # the log entry itself: whatever name it claims
+            return standing("failed", entry.reason)
         pin = server.pins.get(name)
         if pin is not None and parse_version_id(pin) != seq:
             return standing("pinned", f"pinned to version {pin}")
@@ -302,4 +306,23 @@ class FleetView:
             "bytes_from_store": server.bytes_store,
             "bytes_from_peers": server.bytes_peers,
             "artifacts": artifacts,
+            "rejected": [
+                {"version": version_id(seq), "reason": entry.reason, "at": entry.at}
+                for seq, entry in sorted(server.rejected.items())
+            ],
         }
+
+    def rejections(self) -> list[str]:
+        """One line per server that rejects log entries (forged, unsigned, untrusted, or
+        tampered with): which, and why the newest one fails."""
+        lines = []
+        for server in self.servers:
+            if server.rejected:
+                seqs = sorted(server.rejected)
+                newest = server.rejected[seqs[-1]]
+                lines.append(
+                    f"{self.label(server)} rejects log "
+                    f"{'entry' if len(seqs) == 1 else 'entries'} "
+                    f"{', '.join(map(version_id, seqs))}: {newest.reason}"
+                )
+        return lines

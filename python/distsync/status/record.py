@@ -19,7 +19,12 @@ The body (``to_body``/``from_body``; docs/status.md)::
                           "newest": 42 | null, "hook": "ok" | "failed" | null,
                           "failure": {"version": 43, "reason": "...", "at": t,
                                       "final": bool} | null,
-                          "skipped": 43 (only when set: not targeted)}}}
+                          "skipped": 43 (only when set: not targeted)}},
+     "rejected": [{"version": 44, "reason": "...", "at": t}]}
+
+``rejected`` (added with signed uploads; a reader treats a record without it as none) lists
+the log entries the server rejects as a whole, by number: forged, unsigned or signed by a key
+it does not trust, tampered. Their manifests are not trusted, so no name goes with them.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ STATUS_RECORD = RecordKind(
 STATUS_DIR = "status/"
 FORMAT_VERSION = 1
 MAX_REASON = 300  # characters of a failure's reason kept in the record
+MAX_REJECTED = 16  # rejected log entries a record lists, the newest
 HOOK_STATES = ("ok", "failed")
 LIVE_INTERVALS = 3  # a record counts as live for this many of its writer's intervals
 
@@ -96,6 +102,8 @@ class ServerStatus:
     bytes_peers: int = 0
     pins: Mapping[str, str] = field(default_factory=dict)
     artifacts: Mapping[str, ArtifactStatus] = field(default_factory=dict)
+    # Log entries this server rejects (failed verification), by number; retried with backoff.
+    rejected: Mapping[int, Failure] = field(default_factory=dict)
 
     def live(self, now: float) -> bool:
         """Running, and heard from recently enough (its own interval, not the reader's)."""
@@ -123,6 +131,10 @@ class ServerStatus:
             "bytes": {"store": self.bytes_store, "peers": self.bytes_peers},
             "pins": dict(self.pins),
             "artifacts": {name: _artifact_body(a) for name, a in sorted(self.artifacts.items())},
+            "rejected": [
+                {"version": seq, "reason": f.reason[:MAX_REASON], "at": f.at}
+                for seq, f in sorted(self.rejected.items())[-MAX_REJECTED:]
+            ],
         }
 
     @classmethod
@@ -151,6 +163,7 @@ class ServerStatus:
             artifacts={
                 _str(name): _artifact(item) for name, item in _dict(raw["artifacts"]).items()
             },
+            rejected=dict(_rejected(item) for item in _list(raw.get("rejected", []))),
         )
 
 
@@ -215,6 +228,12 @@ def _artifact(raw: Any) -> ArtifactStatus:
             _bool(failure["final"]),
         ),
     )
+
+
+def _rejected(raw: Any) -> tuple[int, Failure]:
+    item = _dict(raw)
+    seq = _int(item["version"])
+    return seq, Failure(seq, _str(item["reason"]), _time(item["at"]), True)
 
 
 def _opt(parse: Any, value: Any) -> Any:

@@ -32,6 +32,7 @@ from distsync.status.board import StatusBoard, Throttle
 from distsync.status.record import (
     LIVE_INTERVALS,
     MAX_REASON,
+    MAX_REJECTED,
     ArtifactStatus,
     Failure,
     ServerStatus,
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 _CLOSE_GRACE = 1.0  # seconds a stopping daemon gives its last status record, all told
 _HUNG = 0.5  # a status write under way this long at stop: the store hangs, do not wait on it
 _RETRY_AFTER = 30.0  # seconds before a failed status write is tried again
+_REJECTED_EARLIER = (
+    "failed verification before this daemon restarted; its next try logs and reports why"
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class Observer:
         pass
 
     def activated(self, outcome: ActivationOutcome) -> None:
+        pass
+
+    def rejected_entry(self, seq: int, reason: str) -> None:
         pass
 
     def poll_failed(self, reason: str) -> None:
@@ -108,6 +115,7 @@ class FleetReporter(Observer):
         self._started = clock()
         self._lock = threading.Lock()
         self._failures: dict[str, Failure] = {}
+        self._rejected: dict[int, Failure] = {}  # log entries, by number
         self._hooks: dict[str, tuple[int, str]] = {}  # name -> (version, "ok" | "failed")
         self._installed_at: dict[str, tuple[int, float]] = {}
         # [[Release]] names, which the daemon's state file does not hold: what `current`
@@ -173,6 +181,15 @@ class FleetReporter(Observer):
         if self.metrics is not None:
             self.metrics.failures.labels(name).inc()
 
+    def rejected_entry(self, seq: int, reason: str) -> None:
+        """Log entry ``seq`` failed verification (again); ``cycle_done`` drops it once the
+        daemon's state no longer rejects it."""
+        one_line = " ".join(reason.split())[:MAX_REASON]
+        with self._lock:
+            known = self._rejected.get(seq)
+            at = self._clock() if known is None else known.at
+            self._rejected[seq] = Failure(seq, one_line, at, True)
+
     def activated(self, outcome: ActivationOutcome) -> None:
         """A release was switched to (healthy) or back from (its checks failed)."""
         version, current = _seq(outcome.version), _seq(outcome.current)
@@ -197,6 +214,7 @@ class FleetReporter(Observer):
 
     def cycle_done(self, seconds: float) -> None:
         now = self._clock()
+        self._sync_rejected(self._load_state())
         if not self._poll_failed:
             self._last_poll = now
         self._poll_failed = False
@@ -205,6 +223,18 @@ class FleetReporter(Observer):
             if self._last_poll == now:
                 self.metrics.last_poll.set(now)
         self._wake.set()
+
+    def _sync_rejected(self, state: DaemonState) -> None:
+        """Rejected log entries, as the state saved at the end of a cycle has them: one that
+        verified since, or went, drops out; one rejected before a restart (not tried again
+        yet, so its reason is not known) is listed with a reason that says so. Only here,
+        between cycles: mid-cycle the saved state lags behind ``rejected_entry``."""
+        entries = {seq for seq, r in state.rejected.items() if r.name is None}
+        with self._lock:
+            for seq in set(self._rejected) - entries:
+                del self._rejected[seq]
+            for seq in entries - set(self._rejected):
+                self._rejected[seq] = Failure(seq, _REJECTED_EARLIER, self._clock(), True)
 
     # -- the record ---------------------------------------------------------------------------
 
@@ -216,6 +246,7 @@ class FleetReporter(Observer):
             installed_at = dict(self._installed_at)
             released = dict(self._released)
             peer_bytes = self._peer_bytes
+            rejected = dict(sorted(self._rejected.items())[-MAX_REJECTED:])
         artifacts = {}
         names = {*state.installed, *state.newest, *failures, *self.pins, *released, *state.skipped}
         for name in sorted(names):
@@ -253,6 +284,7 @@ class FleetReporter(Observer):
             bytes_peers=peer_bytes,
             pins=self.pins,
             artifacts=artifacts,
+            rejected=rejected,
         )
 
     def _file_time(self, name: str, installed: bool) -> float | None:

@@ -11,7 +11,8 @@ _SHORT = {"failed": "FAILED", "behind": "behind", "pinned": "pinned", "stale": "
 
 
 def render(view: FleetView, names: list[str], targets: dict[str, int | None]) -> list[str]:
-    """The table and, under it, one summary line per name."""
+    """The table and, under it, one summary line per name, and one per server that rejects
+    log entries."""
     header = ["SERVER", "GROUPS", "LAST SEEN", *names]
     rows = [header]
     for server in view.servers:
@@ -33,4 +34,4 @@ def render(view: FleetView, names: list[str], targets: dict[str, int | None]) ->
         target = targets.get(name)
         if target is not None:
             lines.append(view.summary(name, target))
-    return lines
+    return lines + view.rejections()

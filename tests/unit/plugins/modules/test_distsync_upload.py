@@ -103,3 +103,25 @@ def test_errors_are_one_line_and_leak_no_secret(setup, tmp_path):
     assert secret.split('"')[1] not in json.dumps(failed.result)
     missing = run(distsync_upload, {"src": str(tmp_path / "nope"), "config": str(config)})
     assert missing.failed and "nope" in missing.result["msg"]
+
+
+def test_upload_is_signed_with_the_configs_key(setup):
+    config, artifact = setup
+    from distsync.config import load_config
+    from distsync.crypto.signing import format_key
+
+    done = run(distsync_upload, {"src": str(artifact), "config": str(config)})
+    public = format_key(load_config(str(config)).signing_key.public_key)
+    assert not done.failed and done.result["signed_by"] == public
+    bucket = config.parent / "bucket" / "distsync" / "v3" / "log" / ("0" * 19 + "1")
+    assert bucket.read_bytes().startswith(b"DSG3")
+    assert "SigningKey" not in json.dumps(done.result)
+
+
+def test_a_server_config_cannot_upload_through_the_module(setup):
+    config, artifact = setup
+    daemon = config.parent / "daemon.toml"
+    refused = run(distsync_upload, {"src": str(artifact), "config": str(daemon)})
+    assert refused.failed and "SigningKey: is missing" in refused.result["msg"]
+    listed = run(distsync_info, {"config": str(config)})
+    assert listed.result["versions"] == []
