@@ -89,6 +89,7 @@ def upload(
     name=None,
     force=False,
     test=False,
+    keep=None,
     wait=False,
     wait_servers=None,
     wait_timeout=600,
@@ -107,7 +108,13 @@ def upload(
     force
         Upload a new version even when the content is unchanged.
     test
-        Decide only: report what would be uploaded, upload nothing (and wait for nothing).
+        Decide only: report what would be uploaded and pruned; upload, delete and wait for
+        nothing.
+    keep
+        Then delete the stored contents of all but the newest ``keep`` versions of the
+        artifact, like ``distsync upload --keep``: log entries stay, and a version a server
+        reports installed or pinned is never deleted. With ``test`` nothing is deleted and
+        the version ``test`` would upload counts among the ``keep``.
     wait
         Then wait until the servers report this version installed, like ``distsync upload
         --wait``: the servers missing or failed, and why, end it with an error.
@@ -119,14 +126,17 @@ def upload(
 
     Returns ``changed``, ``name``, ``version`` (the new version id; the existing one when
     unchanged; None when ``test`` would upload), ``size``, ``sha256``, ``previous`` (the
-    newest version before, or None) and with ``wait`` ``fleet`` (``installed``, ``wanted``,
-    ``message``).
+    newest version before, or None), with ``keep`` ``pruned`` (``deleted``: ``version`` and
+    ``stored_bytes`` of each content deleted, or that would be; ``kept_for_fleet``:
+    ``version`` and ``reason`` of each kept because a server has it installed or pinned) and
+    with ``wait`` ``fleet`` (``installed``, ``wanted``, ``message``). ``changed`` is also
+    true when only the prune deleted something.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-call --local distsync.upload src=dist/app-42.tar.gz name=app.tar.gz
+        salt-call --local distsync.upload src=dist/app-42.tar.gz name=app.tar.gz keep=5
     """
     from distsync.catalog import Catalog
     from distsync.config import load_config
@@ -145,23 +155,69 @@ def upload(
             dry_run=bool(test),
         )
 
+    if keep is not None and int(keep) < 1:
+        raise CommandExecutionError(
+            "distsync: keep must be at least 1 (the newest version always stays)"
+        )
     if wait:
         _check_wait(wait_servers, wait_timeout)
     outcome = _engine(action)
-    result = dict(outcome.after, changed=outcome.changed, previous=outcome.before)
+    facts = outcome.after
+    result = dict(facts, changed=outcome.changed, previous=outcome.before)
+    # The upload stands whatever follows; an error says so, so that a retry is not taken
+    # for a first upload.
+    done = "uploaded" if outcome.changed else "already had"
+    if keep is not None:
+        # With test, an upload that would happen is one more version to keep.
+        incoming = 1 if test and outcome.changed else 0
+        try:
+            if outcome.before is None:
+                # A first upload (done, or still to come with test): there is no older
+                # version to prune, and with test the engine would not know the name yet.
+                result["pruned"] = {"deleted": [], "kept_for_fleet": []}
+            else:
+                result["pruned"] = _prune(config, facts["name"], int(keep), bool(test), incoming)
+        except CommandExecutionError as exc:
+            if test:
+                raise
+            raise CommandExecutionError(
+                f"{done} {facts['name']} version {facts['version']}, then: {exc}"
+            ) from None
+        result["changed"] = result["changed"] or bool(result["pruned"]["deleted"])
     if wait and not test:
-        facts = outcome.after
         try:
             result["fleet"] = wait_for(
                 facts["name"], facts["version"], config, wait_servers, wait_timeout
             )
         except CommandExecutionError as exc:
-            # The upload stands; say so, so that a retry is not taken for a first upload.
-            done = "uploaded" if outcome.changed else "already had"
             raise CommandExecutionError(
                 f"{done} {facts['name']} version {facts['version']}, then: {exc}"
             ) from None
     return result
+
+
+def _prune(config, name, keep, test, incoming):
+    """The engine's retention for one name, as the distsync_upload Ansible module returns
+    it: ``deleted`` and ``kept_for_fleet``."""
+    from distsync.catalog import Catalog
+    from distsync.config import load_config
+    from distsync.retention import prune
+
+    def action():
+        cfg = load_config(_path(config))
+        return prune(
+            cfg, Catalog.open(cfg), keep=keep, names=[name], dry_run=test, incoming=incoming
+        )
+
+    plan = _engine(action)
+    return {
+        "deleted": [
+            {"version": v.version_id, "stored_bytes": v.manifest.object_size} for v in plan.delete
+        ],
+        "kept_for_fleet": [
+            {"version": v.version_id, "reason": str(why)} for v, why in plan.kept_for_fleet
+        ],
+    }
 
 
 def _check_wait(servers, timeout):

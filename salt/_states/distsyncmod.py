@@ -10,6 +10,7 @@ is honest: nothing is written, and ``changes`` shows what a real run would do.
       distsync.uploaded:
         - src: /builds/app-42.tar.gz
         - config: /etc/distsync/upload.toml
+        - keep: 5
 
     /etc/distsync/upload.toml:
       distsync.setup:
@@ -46,7 +47,14 @@ def _version_view(facts):
 
 
 def uploaded(
-    name, src, config="~/.distsync", force=False, wait=False, wait_servers=None, wait_timeout=600
+    name,
+    src,
+    config="~/.distsync",
+    force=False,
+    keep=None,
+    wait=False,
+    wait_servers=None,
+    wait_timeout=600,
 ):
     """
     The newest version of the artifact ``name`` has the content of ``src``; otherwise
@@ -61,6 +69,12 @@ def uploaded(
         The uploader's configuration. Default ``~/.distsync``.
     force
         Upload a new version even when the content is unchanged (never idempotent).
+    keep
+        Then only the newest ``keep`` versions of ``name`` keep their stored contents, like
+        ``distsync upload --keep`` (a version a server reports installed or pinned stays;
+        log entries stay). ``changes`` shows ``pruned``: the versions deleted (with
+        ``test=True``: that would be, counting the upload still to come) and those kept
+        for the fleet.
     wait
         Then wait until the servers report the version installed (``wait_servers`` of them,
         default every live one; at most ``wait_timeout`` seconds): the state fails, naming
@@ -74,11 +88,16 @@ def uploaded(
         ret["comment"] = "wait_servers must be at least 1 and wait_timeout more than 0 seconds"
         return ret
     try:
-        out = __salt__["distsync.upload"](src=src, config=config, name=name, force=force, test=test)
+        out = __salt__["distsync.upload"](
+            src=src, config=config, name=name, force=force, test=test, keep=keep
+        )
     except CommandExecutionError as exc:
         ret["comment"] = str(exc)
         return ret
-    if not out["changed"]:
+    # changed also covers a prune alone; the version tells whether there is (or would be,
+    # version None) a new one.
+    previous = (out["previous"] or {}).get("version")
+    if out["version"] is not None and out["version"] == previous:
         ret["result"] = True
         ret["comment"] = (
             f"{name} version {out['version']} already has this content (sha256 {out['sha256']})"
@@ -89,12 +108,23 @@ def uploaded(
         ret["comment"] = (
             f"{src} would be uploaded as {name} ({out['size']} bytes, sha256 {out['sha256']})"
         )
-        return ret
     else:
         ret["changes"] = {"old": _version_view(out["previous"]), "new": _version_view(out)}
         ret["result"] = True
         ret["comment"] = f"{src} uploaded as {name} version {out['version']}"
-    if wait and not test:
+    pruned = out.get("pruned") or {"deleted": [], "kept_for_fleet": []}
+    if pruned["deleted"]:
+        # Only deletions are changes: a run that finds nothing to do shows none.
+        ret["changes"]["pruned"] = pruned
+        gone = ", ".join(item["version"] for item in pruned["deleted"])
+        ret["comment"] += f"; {'would prune' if test else 'pruned'} version(s) {gone}"
+        if test:
+            ret["result"] = None
+    for item in pruned["kept_for_fleet"]:
+        ret["comment"] += f"; kept version {item['version']}: {item['reason']}"
+    if test:
+        return ret
+    if wait:
         # After the upload, which stands (and shows in changes) whatever the wait finds.
         try:
             fleet = __salt__["distsync.wait_for"](

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +398,95 @@ def test_status_and_wait_with_a_real_daemon(minion: Minion, store: Path, tmp_pat
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait(timeout=10)
         log.close()
+
+
+KEEP = """
+app.bin:
+  distsync.uploaded:
+    - src: {src}
+    - config: {config}
+    - keep: 1
+"""
+
+
+def _contents(config: Path) -> list[str]:
+    """The versions whose stored content is still in the store, newest first."""
+    from distsync.retention import present_objects
+
+    catalog = Catalog.open(load_config(config))
+    present = present_objects(catalog)
+    assert present is not None
+    return [v.version_id for v in catalog.versions() if v.manifest.object_key in present]
+
+
+def test_keep_prunes_after_the_upload_and_test_deletes_nothing(
+    minion: Minion,
+    store: Path,
+    tmp_path: Path,
+    run_cli: Callable[..., subprocess.CompletedProcess[bytes]],
+) -> None:
+    import tomli_w
+
+    src = _artifact(tmp_path, "app.bin", os.urandom(20_000))
+    sls = KEEP.format(src=src, config=store)
+    # A first upload still to come: test=True has nothing to prune, and uploads nothing.
+    rc, results, output = minion.state(sls, "test=True")
+    assert rc == 0 and results["app.bin"]["result"] is None, output
+    assert "pruned" not in results["app.bin"]["changes"] and _versions(store) == [], output
+
+    for _ in range(3):
+        src.write_bytes(os.urandom(20_000))
+        proc = run_cli("upload", "-c", str(store), str(src))
+        assert proc.returncode == 0, proc.stderr
+    # A server pinned to version 1 reports it in its status record (a --once run).
+    daemon_conf = store.parent / "distsyncd"
+    settings = tomllib.loads(daemon_conf.read_text())
+    settings.update(NodeName="salt-pin-1", Pin={"app.bin": "1"}, StateDir=str(tmp_path / "st"))
+    daemon_conf.write_text(tomli_w.dumps(settings))
+    proc = run_cli("daemon", "-c", str(daemon_conf), "--once")
+    assert proc.returncode == 0, proc.stderr
+
+    # test=True counts the upload still to come among the one kept, and deletes nothing.
+    src.write_bytes(os.urandom(20_000))
+    out = minion.call(
+        "distsync.upload", f"src={src}", f"config={store}", "keep=1", "test=True"
+    )  # fmt: skip
+    assert out["changed"] is True and out["version"] is None, out
+    assert out["pruned"]["deleted"] == [
+        {"version": "3", "stored_bytes": out["pruned"]["deleted"][0]["stored_bytes"]},
+        {"version": "2", "stored_bytes": out["pruned"]["deleted"][1]["stored_bytes"]},
+    ], out["pruned"]
+    assert all(d["stored_bytes"] > 20_000 for d in out["pruned"]["deleted"]), out["pruned"]
+    (kept,) = out["pruned"]["kept_for_fleet"]
+    assert kept["version"] == "1" and "pinned on salt-pin-1" in kept["reason"], kept
+    assert _contents(store) == ["3", "2", "1"], "test=True deleted a content"
+
+    rc, results, output = minion.state(sls, "test=True")
+    result = results["app.bin"]
+    assert rc == 0 and result["result"] is None, output
+    assert [d["version"] for d in result["changes"]["pruned"]["deleted"]] == ["3", "2"]
+    assert _contents(store) == ["3", "2", "1"], "the state's test=True deleted a content"
+
+    # The real run: one content left (the new one), plus the version the fleet has pinned.
+    rc, results, output = minion.state(sls)
+    result = results["app.bin"]
+    assert rc == 0 and result["result"] is True, output
+    assert result["changes"]["new"]["version"] == "4"
+    assert [d["version"] for d in result["changes"]["pruned"]["deleted"]] == ["3", "2"]
+    assert "pruned version(s) 3, 2; kept version 1: " in result["comment"], result
+    assert _contents(store) == ["4", "1"]
+    assert [v["version"] for v in _versions(store)] == ["4", "3", "2", "1"]  # entries stay
+
+    rc, results, output = minion.state(sls)
+    assert rc == 0 and results["app.bin"]["result"] is True, output
+    assert results["app.bin"]["changes"] == {}, output
+
+    # keep=0 is refused before anything is uploaded, by the module and the state.
+    src.write_bytes(os.urandom(20_000))
+    proc = minion.run("distsync.upload", f"src={src}", f"config={store}", "keep=0")
+    assert proc.returncode != 0
+    assert "keep must be at least 1" in proc.stdout + proc.stderr
+    rc, results, output = minion.state(sls.replace("keep: 1", "keep: 0"))
+    assert rc != 0 and "keep must be at least 1" in results["app.bin"]["comment"], output
+    assert _contents(store) == ["4", "1"] and len(_versions(store)) == 4
+    assert _secret(store) not in output
