@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from distsync import __version__
 from distsync.catalog import Catalog
@@ -321,8 +321,11 @@ def cmd_rollback_or_resume(args: argparse.Namespace) -> int:
         raise UsageError(f"--to {to!r}: a version id is a number (see `distsync releases`)")
     timeout = args.wait
     if timeout is None:  # a poll, a health check, and time to spare
-        timeout = cfg.poll_interval + cfg.poll_jitter + 60 + max(
-            (spec.health_timeout for spec in cfg.releases), default=0
+        timeout = (
+            cfg.poll_interval
+            + cfg.poll_jitter
+            + 60
+            + max((spec.health_timeout for spec in cfg.releases), default=0)
         )
     row = send_request(
         cfg,
@@ -456,13 +459,30 @@ def _add_wait_options(upload: argparse.ArgumentParser) -> None:
     )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the engine's version, then every installed plugin and its version
+    (loaded only now: other commands import only the plugins their config names)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from distsync.plugins import describe_installed
+
+        lines = describe_installed()
+        print("\n".join([f"distsync {__version__}", "plugins:", *lines]))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distsync",
         description="Move build artifacts from CI to a fleet through an object store, "
         "encrypted end to end.",
     )
-    parser.add_argument("--version", action="version", version=f"distsync {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version and the installed plugins"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -603,8 +623,11 @@ def _add_release_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         ("rollback", "switch current to the previous kept release (or --to VERSION) and hold it"),
         ("resume", "lift a rollback's hold: the newest healthy version is installed again"),
     ):
-        parser = sub.add_parser(command, help=text, description=text + ". The running daemon "
-                                "applies it within a poll interval.")
+        parser = sub.add_parser(
+            command,
+            help=text,
+            description=text + ". The running daemon applies it within a poll interval.",
+        )
         _add_config_option(parser)
         parser.add_argument("name", help="a Match pattern, a Dir, or an artifact name")
         if command == "rollback":

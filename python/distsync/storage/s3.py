@@ -20,16 +20,22 @@ import queue
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from distsync.config import Config
 from distsync.errors import AccessDeniedError, FormatError, NotFoundError, StorageError
+from distsync.plugin_config import no_settings
+from distsync.storage.api import STORAGE_API, Capabilities
 from distsync.storage.base import SMALL_OBJECT_LIMIT, too_large
 
-__all__ = ["DEFAULT_PART_SIZE", "MAX_PARTS", "S3Store", "part_size_for"]
+if TYPE_CHECKING:
+    from distsync.provision.options import Say, SetupOptions, SetupResult
+
+__all__ = ["BACKEND", "DEFAULT_PART_SIZE", "MAX_PARTS", "S3Store", "part_size_for"]
 
 log = logging.getLogger(__name__)
 
@@ -611,3 +617,46 @@ def _public_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
+
+
+class _S3Backend:
+    """``Storage = "S3"`` (AWS S3 and S3-compatible servers) as a ``distsync.storage`` plugin."""
+
+    api = STORAGE_API
+    # AWS honours If-None-Match: * atomically; an S3-compatible server may not, so setup
+    # decides (and records) it per store.
+    capabilities = Capabilities(
+        atomic_create=None,
+        conditional_head=True,
+        ranged_reads=True,
+        presigned_urls=True,
+        delete=False,
+    )
+    state_key = "S3"  # S3 and S3+BitTorrent at one bucket and prefix share a daemon's state
+
+    def check_config(self, cfg: Config, table: Mapping[str, Any]) -> None:
+        no_settings(cfg, "S3", table)  # its settings are [AwsCreds]
+
+    def open(self, cfg: Config) -> S3Store:
+        return S3Store.from_config(cfg)
+
+    def setup(
+        self,
+        options: SetupOptions,
+        upload_path: Path,
+        daemon_path: Path,
+        output_dir: str,
+        say: Say,
+        warn: Say,
+    ) -> SetupResult:
+        from distsync.provision.s3 import run_s3_setup
+
+        return run_s3_setup(options, upload_path, daemon_path, output_dir, say, warn)
+
+    def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:
+        from distsync.provision.s3 import s3_in_place
+
+        return s3_in_place(options, uploader, daemon)
+
+
+BACKEND = _S3Backend()

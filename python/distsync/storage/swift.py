@@ -38,9 +38,10 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 # Imported here, not on first use: the first connection is opened by whichever thread calls
@@ -49,8 +50,14 @@ from swiftclient.client import Connection
 
 from distsync.config import Config, SwiftCreds
 from distsync.errors import ConfigError, FormatError, NotFoundError, StorageError
+from distsync.plugin_config import no_settings
+from distsync.storage.api import STORAGE_API, Capabilities
+
+if TYPE_CHECKING:
+    from distsync.provision.options import Say, SetupOptions, SetupResult
 
 __all__ = [
+    "BACKEND",
     "DAEMONS_SUFFIX",
     "DAEMON_SUBTREES",
     "DEFAULT_SEGMENT_SIZE",
@@ -178,9 +185,7 @@ class _Connector:
             "timeout": self.timeout,
         }
         if self._keystone_auth is not None:
-            session = self._keystone_session.Session(
-                auth=self._keystone_auth, timeout=self.timeout
-            )
+            session = self._keystone_session.Session(auth=self._keystone_auth, timeout=self.timeout)
             return Connection(
                 session=session,
                 os_options={
@@ -793,3 +798,49 @@ class SwiftWriter:
         # Wait for segments in flight: one landing after the clean-up would linger.
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._buffer = bytearray()
+
+
+class _SwiftBackend:
+    """``Storage = "Swift"`` (native OpenStack Swift) as a ``distsync.storage`` plugin."""
+
+    api = STORAGE_API
+    # Swift accepts If-None-Match: * but two racing creates can both win (DESIGN §9): what
+    # a store does is probed by setup and kept in its record.
+    capabilities = Capabilities(
+        atomic_create=None,
+        conditional_head=True,
+        ranged_reads=True,
+        presigned_urls=False,
+        delete=False,
+    )
+    # Swift's daemons kept their state under the S3 kind's name before plugins existed.
+    state_key = "S3"
+
+    def check_config(self, cfg: Config, table: Mapping[str, Any]) -> None:
+        no_settings(cfg, "Swift", table)  # its settings are [SwiftCreds]
+        if cfg.swift is None:
+            raise cfg.error("SwiftCreds", 'is required by Storage = "Swift"')
+
+    def open(self, cfg: Config) -> SwiftStore:
+        return SwiftStore.from_config(cfg)
+
+    def setup(
+        self,
+        options: SetupOptions,
+        upload_path: Path,
+        daemon_path: Path,
+        output_dir: str,
+        say: Say,
+        warn: Say,
+    ) -> SetupResult:
+        from distsync.provision.swift import run_swift_setup
+
+        return run_swift_setup(options, upload_path, daemon_path, output_dir, say, warn)
+
+    def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:
+        from distsync.provision.swift import swift_in_place
+
+        return swift_in_place(options, uploader, daemon)
+
+
+BACKEND = _SwiftBackend()
