@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check python bench tests scripts
+	$(VENV)/bin/ruff check python bench tests scripts examples
 
 typecheck: $(STAMP)
 	cd python && ../$(VENV)/bin/mypy distsync

@@ -509,7 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
         "standard credentials (environment, shared files, instance profile) or --profile.",
     )
     setup.add_argument(
-        "--storage", choices=("local", "s3", "s3+bittorrent", "swift"), type=str.lower
+        "--storage",
+        type=str.lower,
+        metavar="STORAGE",
+        help="local, s3, s3+bittorrent, swift, or an installed storage plugin's name "
+        "(distsync --version lists them)",
     )
     setup.add_argument(
         "--bucket",

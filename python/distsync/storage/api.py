@@ -30,6 +30,7 @@ from distsync.errors import (
     NotAnObjectError,
     NotFoundError,
     StorageError,
+    UsageError,
 )
 from distsync.storage.base import SMALL_OBJECT_LIMIT, ObjectWriter, Presigner, Store, too_large
 
@@ -50,6 +51,8 @@ __all__ = [
     "StorageBackend",
     "StorageError",
     "Store",
+    "UsageError",
+    "set_up_store",
     "too_large",
 ]
 
@@ -106,8 +109,36 @@ class StorageBackend(Protocol):
         say: Say,
         warn: Say,
     ) -> SetupResult:
-        """``distsync setup --storage <name>``: create the store, write both configs and the
-        sealed store record (``distsync.storage.setup.set_up_store`` does all of it)."""
+        """``distsync setup --storage <name>``: create the store, then ``set_up_store`` below
+        writes both configs and the sealed store record."""
 
     def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:
         """Whether setup would change nothing (the Ansible module's idempotency question)."""
+
+
+def set_up_store(
+    options: SetupOptions,
+    upload_path: Path,
+    daemon_path: Path,
+    output_dir: str,
+    *,
+    storage: str,
+    bucket: str,
+    store: Store,
+    capabilities: Capabilities,
+    settings: Mapping[str, Any] | None = None,
+) -> SetupResult:
+    """What setup does for every store once it exists (``distsync.provision.plugin``)."""
+    from distsync.provision.plugin import set_up_store as set_up
+
+    return set_up(
+        options,
+        upload_path,
+        daemon_path,
+        output_dir,
+        storage=storage,
+        bucket=bucket,
+        store=store,
+        capabilities=capabilities,
+        settings=settings,
+    )
