@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	cd python && ../$(VENV)/bin/mypy distsync
+	MYPYPATH=python $(VENV)/bin/mypy --config-file python/pyproject.toml examples/distsync-hashdir/distsync_hashdir
 
 unit: $(STAMP)
 	$(PY) -m pytest

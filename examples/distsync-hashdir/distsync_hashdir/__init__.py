@@ -22,19 +22,23 @@ import os
 import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from distsync.storage.api import (
     SMALL_OBJECT_LIMIT,
     STORAGE_API,
     Capabilities,
+    Config,
     NotFoundError,
     StorageError,
     UsageError,
     set_up_store,
     too_large,
 )
+
+if TYPE_CHECKING:
+    from distsync.storage.api import Say, SetupOptions, SetupResult
 
 __all__ = ["BACKEND", "HashDirStore"]
 
@@ -195,23 +199,28 @@ class _HashDirBackend:
     )
     state_key = "HashDir"
 
-    def check_config(self, cfg: Any, table: Mapping[str, Any]) -> None:
+    def check_config(self, cfg: Config, table: Mapping[str, Any]) -> None:
         for key, value in table.items():
             if key != "Fanout":
                 raise cfg.error(f"Plugin.HashDir.{key}", "unknown key (HashDir takes Fanout)")
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4:
                 raise cfg.error("Plugin.HashDir.Fanout", "must be an integer from 1 to 4")
 
-    def open(self, cfg: Any) -> HashDirStore:
+    def open(self, cfg: Config) -> HashDirStore:
         root = Path(os.path.expanduser(cfg.storage_bucket))
         if not root.is_absolute():
             root = cfg.path.parent / root
         return HashDirStore(root, cfg.plugin_table("HashDir").get("Fanout", 2))
 
     def setup(
-        self, options: Any, upload_path: Path, daemon_path: Path, output_dir: str, say: Any,
-        warn: Any,
-    ) -> Any:
+        self,
+        options: SetupOptions,
+        upload_path: Path,
+        daemon_path: Path,
+        output_dir: str,
+        say: Say,
+        warn: Say,
+    ) -> SetupResult:
         if not options.bucket:
             raise UsageError("--storage hashdir needs --bucket DIR (the directory to use)")
         root = Path(os.path.expanduser(options.bucket)).absolute()
@@ -225,7 +234,7 @@ class _HashDirBackend:
             capabilities=self.capabilities,
         )
 
-    def in_place(self, options: Any, uploader: Any, daemon: Any) -> bool:
+    def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:
         return False  # setup always writes a new store here
 
 

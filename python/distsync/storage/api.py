@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from distsync.config import Config
 from distsync.errors import (
     AccessDeniedError,
     ConfigError,
@@ -34,15 +35,17 @@ from distsync.errors import (
 )
 from distsync.storage.base import SMALL_OBJECT_LIMIT, ObjectWriter, Presigner, Store, too_large
 
-if TYPE_CHECKING:
-    from distsync.config import Config
-    from distsync.provision.options import Say, SetupOptions, SetupResult
+if TYPE_CHECKING:  # for annotations (the provision package imports the built-in backends)
+    from distsync.provision.options import Say as Say
+    from distsync.provision.options import SetupOptions as SetupOptions
+    from distsync.provision.options import SetupResult as SetupResult
 
 __all__ = [
     "SMALL_OBJECT_LIMIT",
     "STORAGE_API",
     "AccessDeniedError",
     "Capabilities",
+    "Config",
     "ConfigError",
     "NotAnObjectError",
     "NotFoundError",
