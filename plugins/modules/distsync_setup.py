@@ -213,8 +213,6 @@ removed:
   elements: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.distsync.core.plugins.module_utils._engine import (
@@ -259,63 +257,45 @@ def _options(params):
 
 
 def present(module):
-    from distsync.provision import run_setup, setup_in_place
+    from distsync.provision import ensure_setup
 
-    params = module.params
-    options = _options(params)
-    result = dict(
-        storage=params["storage"],
-        setup_id=params["setup_id"],
-        upload_config=params["upload_config"],
-        daemon_config=params["daemon_config"],
-        notes=[],
-    )
-    if not params["force"] and setup_in_place(options):
-        return dict(result, changed=False, bucket=params["bucket"])
-    if module.check_mode:
-        return dict(result, changed=True, bucket=params["bucket"])
-    outcome = run_setup(options, warn=module.warn)
+    report = ensure_setup(_options(module.params), dry_run=module.check_mode, warn=module.warn)
     return dict(
-        result,
-        changed=outcome.changed or outcome.configs_written,
-        bucket=outcome.bucket,
-        setup_id=outcome.setup_id,
-        notes=outcome.notes,
+        changed=report.changed,
+        storage=module.params["storage"],
+        bucket=report.bucket,
+        setup_id=report.setup_id,
+        upload_config=report.upload_config,
+        daemon_config=report.daemon_config,
+        notes=report.notes,
     )
 
 
 def absent(module):
-    from distsync.provision import DestroyOptions, run_destroy
+    from distsync.provision import DestroyOptions, ensure_absent
 
     params = module.params
+    destroy = None
+    if params["storage"] == "s3":
+        destroy = DestroyOptions(
+            setup_id=params["setup_id"],
+            region=params["region"],
+            endpoint=params["endpoint"],
+            profile=params["profile"],
+            bucket=params["bucket"],
+            delete_bucket=params["delete_bucket"],
+        )
     configs = [params["upload_config"], params["daemon_config"]]
-    result = dict(
+    report = ensure_absent(configs, destroy=destroy, dry_run=module.check_mode)
+    return dict(
+        changed=report.changed,
         storage=params["storage"],
         setup_id=params["setup_id"],
         upload_config=configs[0],
         daemon_config=configs[1],
         notes=[],
+        removed=report.removed,
     )
-    present_configs = [path for path in configs if os.path.exists(path)]
-    removed = []
-    if params["storage"] == "s3" and not module.check_mode:
-        outcome = run_destroy(
-            DestroyOptions(
-                setup_id=params["setup_id"],
-                region=params["region"],
-                endpoint=params["endpoint"],
-                profile=params["profile"],
-                bucket=params["bucket"],
-                delete_bucket=params["delete_bucket"],
-            )
-        )
-        removed.extend(outcome.removed)
-    if not module.check_mode:
-        for path in present_configs:
-            os.unlink(path)
-    removed.extend(present_configs)
-    changed = bool(removed) or (module.check_mode and params["storage"] == "s3")
-    return dict(result, changed=changed, removed=removed)
 
 
 def main():

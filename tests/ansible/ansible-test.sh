@@ -5,14 +5,18 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${VENV:-$repo/.venv}
-scratch=${DISTSYNC_ANSIBLE_TEST_DIR:-${TMPDIR:-/tmp}/distsync-ansible-test}
+# One scratch tree per checkout: two checkouts testing at once must not delete each other's.
+checkout_id=$(printf %s "$repo" | sha256sum | cut -c1-12)
+scratch=${DISTSYNC_ANSIBLE_TEST_DIR:-${TMPDIR:-/tmp}/distsync-ansible-test-$checkout_id}
 dest=$scratch/ansible_collections/distsync/core
 rm -rf "$dest"
 mkdir -p "$dest"
 # What the built collection ships (tracked and new files, less galaxy.yml's build_ignore of
-# development-only trees): sanity checks what users install. The engine's own lint is ruff+mypy.
+# development-only trees): sanity checks what users install. The engine's own lint is ruff+mypy;
+# the Salt content (salt/: Salt's loader supplies its __salt__ globals) is ruff's and
+# tests/salt's, not Ansible's.
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard) \
-  | grep -zvE '^(tests/(engine|system|systemd)/|bench/|scripts/|\.ci/|tests/conftest\.py)' \
+  | grep -zvE '^(tests/(engine|system|systemd|salt)/|salt/|bench/|scripts/|\.ci/|tests/conftest\.py)' \
   | (cd "$repo" && xargs -0 -r cp --parents -t "$dest")
 
 # ansible-test --venv fetches a get-pip script from a host that is not reachable here and does

@@ -44,9 +44,17 @@ export DISTSYNC_SYSTEMD_REQUIRED=1
 state=".cache/systemd-run/$DISTSYNC_SYSTEMD_RUN_ID"
 
 # The safety net behind the test's own try/finally: containers (by the pids it recorded)
-# and namespaces (by the names it recorded) of this run only.
+# and namespaces (by the names it recorded) of this run only; a module with a fleet of its
+# own (test_salt.py) records them in "$state"-NAME.
 cleanup() {
-    local pid ns i
+    local dir
+    for dir in "$state" "$state"-*; do
+        [[ -d $dir ]] && cleanup_fleet "$dir"
+    done
+    return 0
+}
+cleanup_fleet() {
+    local state=$1 pid ns i
     if [[ -f $state/pids ]]; then
         while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done <"$state/pids"
         for i in $(seq 40); do

@@ -37,9 +37,13 @@ from distsync.storage.api import StorageBackend
 
 __all__ = [
     "DestroyOptions",
+    "RemoveReport",
     "SetupOptions",
+    "SetupReport",
     "SetupResult",
     "SwiftSetup",
+    "ensure_absent",
+    "ensure_setup",
     "fill_in_interactively",
     "render_config",
     "run_destroy",
@@ -102,3 +106,13 @@ def setup_in_place(options: SetupOptions) -> bool:
     if uploader.secret != daemon.secret or daemon.output_dir != output_dir:
         return False
     return backend.in_place(options, uploader, daemon)
+
+
+# The idempotent faces of the two functions above (Ansible, Salt); imported last because
+# they call back into this module.
+from distsync.provision.ensure import (  # noqa: E402
+    RemoveReport,
+    SetupReport,
+    ensure_absent,
+    ensure_setup,
+)
