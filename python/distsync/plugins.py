@@ -103,21 +103,35 @@ def _load(plugin: Plugin) -> Any:
     )
 
 
-@functools.cache
 def _installed(kind: str) -> tuple[Plugin, ...]:
-    group = GROUPS[kind]
-    found: dict[str, Plugin] = {}
+    return _scan()[kind]
+
+
+@functools.cache
+def _scan() -> dict[str, tuple[Plugin, ...]]:
+    """Every group's entry points, in one pass over the installed distributions that reads
+    only their entry_points.txt (and the metadata of the few that declare a plugin)."""
+    kinds = {group: kind for kind, group in GROUPS.items()}
+    found: dict[str, dict[str, Plugin]] = {kind: {} for kind in GROUPS}
     for dist in metadata.distributions():
-        dist_name = dist.metadata["Name"] or "?"
+        declared = dist.read_text("entry_points.txt")
+        if not declared or "[distsync." not in declared:
+            continue
         for ep in dist.entry_points:
-            if ep.group == group and ep.name.lower() not in found:
-                found[ep.name.lower()] = Plugin(kind, ep.name, ep.value, dist_name, dist.version)
-    for plugin in _from_source_tree(kind):
-        found.setdefault(plugin.name.lower(), plugin)
-    return tuple(sorted(found.values(), key=lambda p: p.name.lower()))
+            kind = kinds.get(ep.group)
+            if kind is not None and ep.name.lower() not in found[kind]:
+                dist_name = dist.metadata["Name"] or "?"
+                plugin = Plugin(kind, ep.name, ep.value, dist_name, dist.version)
+                found[kind][ep.name.lower()] = plugin
+    for plugin in _from_source_tree():
+        found[plugin.kind].setdefault(plugin.name.lower(), plugin)
+    return {
+        kind: tuple(sorted(plugins.values(), key=lambda p: p.name.lower()))
+        for kind, plugins in found.items()
+    }
 
 
-def _from_source_tree(kind: str) -> Iterable[Plugin]:
+def _from_source_tree() -> Iterable[Plugin]:
     """The built-ins' declarations when the engine runs from a source tree it was never
     installed from (``PYTHONPATH=python``, ansible-test's copy): the same lines of
     pyproject.toml that an install would have turned into entry points."""
@@ -137,8 +151,12 @@ def _from_source_tree(kind: str) -> Iterable[Plugin]:
         return ()
     from distsync import __version__
 
-    table = project.get("entry-points", {}).get(GROUPS[kind], {})
-    return [Plugin(kind, name, value, "distsync", __version__) for name, value in table.items()]
+    declared = project.get("entry-points", {})
+    return [
+        Plugin(kind, name, value, "distsync", __version__)
+        for kind, group in GROUPS.items()
+        for name, value in declared.get(group, {}).items()
+    ]
 
 
 def names(kind: str) -> list[str]:

@@ -32,7 +32,7 @@ def fresh_registry() -> Iterator[None]:
     """Each test scans sys.path anew (the registry caches per process)."""
 
     def forget() -> None:
-        plugins._installed.cache_clear()
+        plugins._scan.cache_clear()
         plugins._loaded.clear()
         plugins._unavailable.clear()
 
