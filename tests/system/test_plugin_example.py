@@ -167,3 +167,28 @@ def test_a_plugin_checks_its_own_table_and_a_broken_one_is_one_warning(
         assert "HashDir" in version.stdout and "Traceback" not in version.stderr
     finally:
         shutil.rmtree(broken)
+
+
+def test_interactive_setup_of_a_plugin_store_asks_where_it_is_and_nothing_about_aws(
+    venv: Path, tmp_path: Path
+) -> None:
+    import pexpect
+
+    distsync = Distsync(venv, tmp_path / "home")
+    child = pexpect.spawn(
+        str(distsync.exe),
+        ["setup", "--storage", "hashdir", "--upload-config", str(tmp_path / "up.toml"),
+         "--daemon-config", str(tmp_path / "down.toml")],
+        env=distsync.env, encoding="utf-8", timeout=60,
+    )  # fmt: skip
+    try:
+        assert child.expect_exact(["StorageBucket (where the store is)", "AWS region"]) == 0
+        child.sendline(str(tmp_path / "bucket"))
+        child.expect_exact("Directory the servers install artifacts into")
+        child.sendline(str(tmp_path / "out"))
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    assert 'Storage = "HashDir"' in (tmp_path / "up.toml").read_text()
+    assert any((tmp_path / "bucket").rglob("*"))
