@@ -4,8 +4,8 @@ examples/distsync-hashdir is installed with the engine into a fresh virtualenv, 
 the way a user would (pip, no index: the engine's own dependencies come from this suite's
 environment through one .pth line, so nothing is downloaded). Then the real `distsync`
 console script of that venv runs `setup`, `upload`, `daemon --once` and meets a tampered
-object, with nothing of the plugin inside the engine. About 20 s, most of it building and
-installing the two wheels: once per module.
+object, with nothing of the plugin inside the engine. The module takes ~10 s alone (up to a
+minute with the machine shared), most of it building and installing the two wheels, once.
 """
 
 from __future__ import annotations
