@@ -26,11 +26,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 lint: $(STAMP)
-<<<<<<< HEAD
-	$(VENV)/bin/ruff check python bench tests scripts examples
-=======
-	$(VENV)/bin/ruff check python bench tests scripts salt
->>>>>>> main
+	$(VENV)/bin/ruff check python bench tests scripts salt examples
 
 typecheck: $(STAMP)
 	cd python && ../$(VENV)/bin/mypy distsync

@@ -11,7 +11,7 @@ from the engine; the plugin only has to be an honest object store:
 - ``get`` never reads more than its limit; ``list_after`` returns keys in order;
 - failures are ``StorageError`` / ``NotFoundError`` with one line and no secret.
 
-It uses only the public interface ``distsync.storage.api``.
+It uses only the public interface ``distsync.storage.api`` (and setup's option types).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from distsync.storage.api import (
     too_large,
 )
 
-if TYPE_CHECKING:
-    from distsync.storage.api import Say, SetupOptions, SetupResult
+if TYPE_CHECKING:  # what setup() is given and returns (distsync.provision.options)
+    from distsync.provision.options import Say, SetupOptions, SetupResult
 
 __all__ = ["BACKEND", "HashDirStore"]
 

@@ -35,10 +35,8 @@ from distsync.errors import (
 )
 from distsync.storage.base import SMALL_OBJECT_LIMIT, ObjectWriter, Presigner, Store, too_large
 
-if TYPE_CHECKING:  # for annotations (the provision package imports the built-in backends)
-    from distsync.provision.options import Say as Say
-    from distsync.provision.options import SetupOptions as SetupOptions
-    from distsync.provision.options import SetupResult as SetupResult
+if TYPE_CHECKING:  # only annotations: the provision package imports the built-in backends
+    from distsync.provision.options import Say, SetupOptions, SetupResult
 
 __all__ = [
     "SMALL_OBJECT_LIMIT",
