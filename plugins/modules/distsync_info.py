@@ -94,6 +94,13 @@ versions:
       description: File mode the servers install it with, octal.
       type: str
       returned: always
+    pruned:
+      description:
+        - Whether the version's content was deleted from the store (C(distsync prune)); its
+          log entry stays. Always false for an identity that may not list the contents.
+      type: bool
+      returned: always
+      version_added: "0.2.0"
 names:
   description: The distinct artifact names, sorted.
   returned: always
@@ -161,7 +168,14 @@ def _read(module):
     name = module.params["name"]
     cfg = load_config(module.params["config"])
     catalog = Catalog.open(cfg)
-    versions = [v.facts() for v in catalog.versions() if name in (None, v.manifest.name)]
+    from distsync.retention import present_objects
+
+    found = [v for v in catalog.versions() if name in (None, v.manifest.name)]
+    present = present_objects(catalog) if found else None
+    versions = [
+        dict(v.facts(), pruned=present is not None and v.manifest.object_key not in present)
+        for v in found
+    ]
     try:
         servers = read_fleet(cfg, catalog.store).to_json(name)["servers"]
     except StorageError as exc:

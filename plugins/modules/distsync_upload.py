@@ -32,12 +32,44 @@ options:
     description: Upload a new version even when the content is unchanged.
     type: bool
     default: false
+  to:
+    description:
+      - Only servers in one of these groups (their C(Groups)) install it, like
+        C(distsync upload --to). The others report it as not targeted.
+      - The groups travel inside the encrypted manifest; no group name is stored in plaintext.
+      - Default every server.
+    type: list
+    elements: str
+    version_added: "0.2.0"
+  waves:
+    description:
+      - Install in waves of these cumulative sizes, like C(distsync upload --waves), e.g.
+        V(["1", "10%", "100%"]) or V(1,10%,100%). Each is a number of servers or a
+        percentage of the targeted live servers; the last must be V(100%).
+      - A server of a later wave installs only once every server of the earlier waves reports
+        it installed and healthy; a failure halts the rollout (see C(distsync rollout)).
+    type: list
+    elements: str
+    version_added: "0.2.0"
+  wave_wait:
+    description: With O(waves), seconds to wait after a wave is healthy before the next.
+    type: float
+    version_added: "0.2.0"
+  keep:
+    description:
+      - After the upload (or finding the content already uploaded), delete the stored
+        contents of all but the newest O(keep) versions of O(name), like
+        C(distsync upload --keep). Log entries stay; a version a server reports installed
+        or pinned is never deleted.
+      - In check mode nothing is deleted; RV(pruned) lists what would be.
+    type: int
+    version_added: "0.2.0"
   wait:
     description:
       - After the upload (or finding the content already uploaded), wait until the servers
         report this version installed, like C(distsync upload --wait).
       - Fails with one line naming the servers missing or failed and why when a server
-        reports the version failed or O(wait_timeout) passes.
+        reports the version failed, its staged rollout is halted, or O(wait_timeout) passes.
       - Nothing is waited for in check mode.
     type: bool
     default: false
@@ -87,12 +119,26 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ published.name }} version {{ published.version }} sha256 {{ published.sha256 }}"
 
+- name: Publish to the web servers only, one canary first, then the rest five minutes later
+  distsync.core.distsync_upload:
+    src: dist/app.tar.gz
+    to: [web]
+    waves: ["1", "100%"]
+    wave_wait: 300
+    wait: true
+    wait_timeout: 1800
+
 - name: Publish and fail the job unless six servers installed it within ten minutes
   distsync.core.distsync_upload:
     src: dist/app.tar.gz
     wait: true
     wait_servers: 6
     wait_timeout: 600
+
+- name: Publish and keep only the five newest builds in the bucket
+  distsync.core.distsync_upload:
+    src: dist/app.tar.gz
+    keep: 5
 """
 
 RETURN = r"""
@@ -120,6 +166,26 @@ previous:
   description: The newest version before this run (name, version, size, sha256), or null.
   returned: always
   type: dict
+pruned:
+  description:
+    - The versions of O(name) whose stored contents O(keep) deleted (would delete, in check
+      mode), and the versions kept because a server reports them installed or pinned.
+  returned: when O(keep) is set
+  type: dict
+  version_added: "0.2.0"
+  contains:
+    deleted:
+      description: Version id and stored bytes of each deleted content.
+      type: list
+      elements: dict
+      returned: always
+      sample: [{"version": "40", "stored_bytes": 73401456}]
+    kept_for_fleet:
+      description: Version id and why (which servers have it installed or pinned).
+      type: list
+      elements: dict
+      returned: always
+      sample: [{"version": "39", "reason": "pinned on web-3"}]
 fleet:
   description: Where the fleet stood when the wait ended.
   returned: when O(wait) waited
@@ -156,8 +222,10 @@ from ansible_collections.distsync.core.plugins.module_utils._engine import (
 def _upload(module):
     from distsync.catalog import Catalog
     from distsync.config import load_config
-    from distsync.upload import upload_if_changed
+    from distsync.upload import Target, upload_if_changed
 
+    params = module.params
+    target = Target.from_options(params["to"], params["waves"], params["wave_wait"])
     cfg = load_config(module.params["config"])
     catalog = Catalog.open(cfg)
     return upload_if_changed(
@@ -168,22 +236,51 @@ def _upload(module):
         name=module.params["name"],
         force=module.params["force"],
         dry_run=module.check_mode,
+        target=target,
+    )
+
+
+def _prune(module, name, incoming):
+    from distsync.catalog import Catalog
+    from distsync.config import load_config
+    from distsync.retention import prune
+
+    cfg = load_config(module.params["config"])
+    plan = prune(
+        cfg,
+        Catalog.open(cfg),
+        keep=module.params["keep"],
+        names=[name],
+        dry_run=module.check_mode,
+        incoming=incoming,
+    )
+    return dict(
+        deleted=[
+            dict(version=v.version_id, stored_bytes=v.manifest.object_size) for v in plan.delete
+        ],
+        kept_for_fleet=[
+            dict(version=v.version_id, reason=str(why)) for v, why in plan.kept_for_fleet
+        ],
     )
 
 
 def _wait(module, facts):
+    from distsync.catalog import Catalog
     from distsync.config import load_config
+    from distsync.rollout.command import halted_check
     from distsync.status import wait_for_upload
-    from distsync.storage import open_store
 
     cfg = load_config(module.params["config"])
+    catalog = Catalog.open(cfg)
+    seq = int(facts["version"])
     verdict = wait_for_upload(
         cfg,
-        open_store(cfg),
+        catalog.store,
         facts["name"],
-        int(facts["version"]),
+        seq,
         servers=module.params["wait_servers"],
         timeout=module.params["wait_timeout"],
+        halted=halted_check(cfg, catalog, catalog.read(seq)),
     )
     return dict(installed=verdict.reached, wanted=verdict.wanted, message=verdict.message)
 
@@ -200,6 +297,10 @@ def main():
             src=dict(type="path", required=True),
             name=dict(type="str"),
             force=dict(type="bool", default=False),
+            to=dict(type="list", elements="str"),
+            waves=dict(type="list", elements="str"),
+            wave_wait=dict(type="float"),
+            keep=dict(type="int"),
             wait=dict(type="bool", default=False),
             wait_servers=dict(type="int"),
             wait_timeout=dict(type="int", default=600),
@@ -211,9 +312,17 @@ def main():
         module.fail_json(msg="wait_servers must be at least 1")
     if module.params["wait_timeout"] < 1:
         module.fail_json(msg="wait_timeout must be at least 1 second")
+    if module.params["keep"] is not None and module.params["keep"] < 1:
+        module.fail_json(msg="keep must be at least 1 (the newest version always stays)")
     require_engine(module)
     outcome = run_engine(module, lambda: _upload(module))
     result = dict(outcome.after, changed=outcome.changed, previous=outcome.before)
+    if module.params["keep"] is not None:
+        # In check mode an upload that would happen is one more version to keep.
+        incoming = 1 if module.check_mode and outcome.changed else 0
+        name = outcome.after["name"]
+        result["pruned"] = run_engine(module, lambda: _prune(module, name, incoming), **result)
+        result["changed"] = result["changed"] or bool(result["pruned"]["deleted"])
     if module.params["wait"] and not module.check_mode:
         # A failed wait fails the task; the upload itself stays done (changed=true).
         result["fleet"] = run_engine(module, lambda: _wait(module, outcome.after), **result)

@@ -33,8 +33,10 @@ from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
 
 if TYPE_CHECKING:  # only for annotations of the fleet-status code below
-    from distsync.status.fleet import Verdict
+    from distsync.manifest import Version
+    from distsync.status.fleet import FleetView, Verdict
     from distsync.storage.base import Store
+    from distsync.upload import Target
 
 __all__ = ["main"]
 
@@ -159,7 +161,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.name and len(args.files) > 1:
         raise UsageError("--name goes with a single file")
+    if args.keep is not None and args.keep < 1:
+        raise UsageError("--keep must be at least 1 (the newest version always stays)")
     _check_wait_options(args)
+    target = _target(args)
     uploaded: list[tuple[str, int]] = []  # (name, version) to wait for
     # Every file is checked before anything is written: no half-done batch.
     named = [(Path(name), check_source(Path(name), args.name)) for name in args.files]
@@ -167,7 +172,14 @@ def cmd_upload(args: argparse.Namespace) -> int:
     for path, name in named:
         progress = Progress(f"upload {name}", _input_size(str(path)))
         outcome = upload_if_changed(
-            cfg, catalog.store, catalog, path, name=name, force=args.force, progress=progress
+            cfg,
+            catalog.store,
+            catalog,
+            path,
+            name=name,
+            force=args.force,
+            progress=progress,
+            target=target,
         )
         progress.close()
         facts = outcome.after
@@ -182,9 +194,31 @@ def cmd_upload(args: argparse.Namespace) -> int:
             f"\tsha256 {facts['sha256']}"
         )
         uploaded.append((facts["name"], int(facts["version"])))
+        if args.keep is not None:
+            _prune_after_upload(cfg, catalog, name, args.keep)
     if args.wait:
-        _wait_for_fleet(cfg, catalog.store, uploaded, args)
+        _wait_for_fleet(cfg, catalog, uploaded, args)
     return 0
+
+
+def _target(args: argparse.Namespace) -> Target:
+    from distsync.upload import Target
+
+    return Target.from_options(args.to, args.waves, args.wave_wait)
+
+
+def _prune_after_upload(cfg: Config, catalog: Catalog, name: str, keep: int) -> None:
+    from distsync.retention import prune
+
+    plan = prune(cfg, catalog, keep=keep, names=[name])
+    for v in plan.delete:
+        print(
+            f"distsync: pruned {name} version {v.version_id} "
+            f"({human_bytes(v.manifest.object_size)})",
+            file=sys.stderr,
+        )
+    for v, why in plan.kept_for_fleet:
+        print(f"distsync: kept {name} version {v.version_id}: {why}", file=sys.stderr)
 
 
 def _check_wait_options(args: argparse.Namespace) -> None:
@@ -197,11 +231,13 @@ def _check_wait_options(args: argparse.Namespace) -> None:
 
 
 def _wait_for_fleet(
-    cfg: Config, store: Store, versions: list[tuple[str, int]], args: argparse.Namespace
+    cfg: Config, catalog: Catalog, versions: list[tuple[str, int]], args: argparse.Namespace
 ) -> None:
     """``upload --wait``: until the servers report each version installed (exit 6 if not)."""
+    from distsync.rollout.command import halted_check
     from distsync.status import wait_for_upload
 
+    store = catalog.store
     deadline = time.monotonic() + args.timeout
     on_terminal = sys.stderr.isatty()
     for name, seq in versions:
@@ -220,6 +256,7 @@ def _wait_for_fleet(
                 servers=args.servers,
                 timeout=max(deadline - time.monotonic(), 0.5),
                 progress=show,
+                halted=halted_check(cfg, catalog, catalog.read(seq)),
             )
         finally:
             if on_terminal:
@@ -232,7 +269,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from distsync.status.table import render
 
     cfg = _config(args)
-    view = read_fleet(cfg, open_store(cfg))
+    store = open_store(cfg)
+    view = read_fleet(cfg, store)
     seq = None
     if args.version is not None:
         if not args.name or not args.version.isdigit():
@@ -248,17 +286,80 @@ def cmd_status(args: argparse.Namespace) -> int:
     targets = {name: seq if seq is not None else view.target(name) for name in names}
     for line in render(view, names, targets):
         print(line)
+    for line in _rollout_lines(cfg, store, view, targets):
+        print(line)
+    return 0
+
+
+def _rollout_lines(
+    cfg: Config, store: Store, view: FleetView, targets: dict[str, int | None]
+) -> list[str]:
+    """'app.tar.gz version 42: halted at wave 1: srv-3 failed: <reason>' for each version
+    shown whose staged rollout is halted."""
+    from distsync.layout import Layout
+    from distsync.rollout.command import view_of
+
+    # Each manifest read is authenticated on its own: no store record check (and none of
+    # its warnings) for a command that only reads.
+    catalog = Catalog(store, Layout(cfg.prefix), cfg.secret)
+    lines = []
+    for name, seq in targets.items():
+        if seq is None:
+            continue
+        try:
+            version = catalog.read(seq)
+        except DistsyncError:
+            continue  # not in the log (any more): nothing to say about its rollout
+        if version.manifest.name != name or version.manifest.staged() is None:
+            continue
+        try:
+            halted = view_of(cfg, catalog, version, view).halted()
+        except DistsyncError as exc:  # a halt record that does not verify: say so, go on
+            halted = f"rollout unknown: {exc}"
+        if halted is not None:
+            lines.append(f"{name} version {seq}: {halted}")
+    return lines
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from distsync.rollout.command import rollout_command
+
+    if args.halt and args.resume:
+        raise UsageError("--halt and --continue go one at a time")
+    for line in rollout_command(
+        _config(args), args.name, as_json=args.json, halt=args.halt, resume=args.resume
+    ):
+        print(line)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from distsync.retention import present_objects
+
     cfg = _config(args)
     catalog = Catalog.open(cfg)
     versions = catalog.versions()
     if args.name:
         versions = [v for v in versions if v.manifest.name == args.name]
+    # One listing of the contents tells which versions were pruned; an identity that may
+    # not list them (a setup older than retention) sees every version, as before.
+    present = present_objects(catalog) if versions else set()
+    gone = set() if present is None else {
+        v.seq for v in versions if v.manifest.object_key not in present
+    }
+    if present is None and args.all:
+        print(
+            "distsync: note: this identity may not list the contents, so pruned versions "
+            "cannot be told (re-run `distsync setup` with the same --setup-id)",
+            file=sys.stderr,
+        )
+    if not args.all:
+        versions = [v for v in versions if v.seq not in gone]
     if args.json:
         rows = [v.facts() for v in versions]
+        if args.all:
+            for row, v in zip(rows, versions):
+                row["pruned"] = v.seq in gone
         print(json.dumps(rows, indent=2))
         return 0
     if not versions:
@@ -270,7 +371,79 @@ def cmd_list(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.uploaded_at))
         print(
             f"{m.name:<32} {v.version_id:>8} {human_bytes(m.size):>10}  {when:<19}  {m.sha256[:12]}"
+            + ("  (pruned)" if v.seq in gone else "")
         )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from distsync.retention import parse_duration, prune, prune_orphans
+
+    if args.keep is None and not args.orphans:
+        raise UsageError("prune needs --keep N, --orphans, or both")
+    if args.names and args.keep is None:
+        raise UsageError("NAME... goes with --keep N")
+    older_than = parse_duration(args.older_than) if args.older_than is not None else None
+    if older_than is not None and args.keep is None:
+        raise UsageError("--older-than goes with --keep N")
+    orphan_age = parse_duration(args.orphan_age)
+    cfg = _config(args)
+    catalog = Catalog.open(cfg)
+    verb = "would delete" if args.dry_run else "deleted"
+    report: dict[str, object] = {"dry_run": args.dry_run}
+    lines: list[str] = []
+    total = 0
+    if args.keep is not None:
+        deleted: list[Version] = []
+        try:
+            plan = prune(
+                cfg,
+                catalog,
+                keep=args.keep,
+                names=args.names,
+                older_than=older_than,
+                dry_run=args.dry_run,
+                deleted=deleted,
+            )
+        except DistsyncError as exc:
+            if deleted:  # say what is gone already; running it again finishes the job
+                done = ", ".join(f"{v.manifest.name} {v.version_id}" for v in deleted)
+                exc.args = (f"{exc} (deleted before that: {done})",)
+            raise
+        for v in plan.delete:
+            lines.append(
+                f"{verb} {v.manifest.name} version {v.version_id} "
+                f"({human_bytes(v.manifest.object_size)})"
+            )
+        for v, why in plan.kept_for_fleet:
+            lines.append(f"kept {v.manifest.name} version {v.version_id}: {why}")
+        total += plan.bytes
+        report["deleted"] = [
+            {**v.facts(), "stored_bytes": v.manifest.object_size} for v in plan.delete
+        ]
+        report["kept_for_fleet"] = [
+            {"name": v.manifest.name, "version": v.version_id, "reason": str(why)}
+            for v, why in plan.kept_for_fleet
+        ]
+    if args.orphans:
+        orphans = prune_orphans(catalog, min_age=orphan_age, dry_run=args.dry_run)
+        for item in orphans.delete:
+            lines.append(f"{verb} orphaned content {item.key} ({human_bytes(item.size)})")
+        if orphans.too_young:
+            lines.append(
+                f"left {len(orphans.too_young)} unreferenced contents younger than "
+                f"{args.orphan_age} alone (an upload may be under way)"
+            )
+        total += orphans.bytes
+        report["orphans"] = [{"key": o.key, "stored_bytes": o.size} for o in orphans.delete]
+        report["orphans_too_young"] = len(orphans.too_young)
+    report["bytes"] = total
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for line in lines:
+        print(line)
+    print(f"total: {verb} {human_bytes(total)} ({total} bytes)")
     return 0
 
 
@@ -436,6 +609,27 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_target_options(upload: argparse.ArgumentParser) -> None:
+    group = upload.add_argument_group("targeting and staged rollout (docs/rollout.md)")
+    group.add_argument(
+        "--to",
+        action="append",
+        metavar="GROUP",
+        help="only servers in this group install it (repeatable: any of the groups)",
+    )
+    group.add_argument(
+        "--waves",
+        metavar="SIZES",
+        help="install in waves of these cumulative sizes, e.g. 1,10%%,50%%,100%%",
+    )
+    group.add_argument(
+        "--wave-wait",
+        type=float,
+        metavar="SECONDS",
+        help="with --waves: wait this long after a wave is healthy before the next",
+    )
+
+
 def _add_wait_options(upload: argparse.ArgumentParser) -> None:
     wait = upload.add_argument_group("waiting for the fleet (exit 6 if it does not get there)")
     wait.add_argument(
@@ -585,6 +779,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="upload even when the newest version of the name has the same content",
     )
+    _add_target_options(upload)
+    upload.add_argument(
+        "--keep",
+        type=int,
+        metavar="N",
+        help="then delete the stored contents of all but the newest N versions of the name "
+        "(as `distsync prune NAME --keep N`)",
+    )
     _add_wait_options(upload)
     upload.set_defaults(handler=cmd_upload)
 
@@ -595,11 +797,55 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
 
+    roll = sub.add_parser(
+        "rollout", help="the waves of the newest version of a name; halt or continue them"
+    )
+    _add_config_option(roll)
+    roll.add_argument("name", metavar="NAME")
+    roll.add_argument("--json", action="store_true")
+    roll.add_argument(
+        "--halt", action="store_true", help="stop the rollout: no further server installs it"
+    )
+    roll.add_argument("--continue", dest="resume", action="store_true", help="lift a --halt")
+    roll.set_defaults(handler=cmd_rollout)
+
     lst = sub.add_parser("list", help="list artifacts and versions, newest first")
     _add_config_option(lst)
     lst.add_argument("name", nargs="?", help="only versions of this name")
+    lst.add_argument("--all", action="store_true", help="also versions pruned from the store")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(handler=cmd_list)
+
+    prune = sub.add_parser(
+        "prune",
+        help="delete the stored contents of old versions (the log entries stay)",
+        description="Delete the stored contents of all but the newest N versions of each name "
+        "(or of the NAMEs given). A version a server reports installed or pinned in its status "
+        "record is never deleted. Pruned versions show in `list --all`.",
+    )
+    _add_config_option(prune)
+    prune.add_argument("names", nargs="*", metavar="NAME", help="only these names")
+    prune.add_argument("--keep", type=int, metavar="N", help="versions of each name to keep")
+    prune.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        help="only versions uploaded longer ago than this (e.g. 36h, 7d, 2w)",
+    )
+    prune.add_argument(
+        "--orphans",
+        action="store_true",
+        help="also delete contents that no log entry names (a failed upload's)",
+    )
+    prune.add_argument(
+        "--orphan-age",
+        default="24h",
+        metavar="DURATION",
+        help="with --orphans: only contents older than this (default 24h: an upload may be "
+        "under way)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    prune.add_argument("--json", action="store_true", help="machine-readable output")
+    prune.set_defaults(handler=cmd_prune)
 
     down = sub.add_parser("download", help="fetch, verify and decrypt one artifact")
     _add_config_option(down)

@@ -80,6 +80,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "TrackerURL": (str,),
     "NodeName": (str,),
     "Groups": (list,),
+    "Names": (list,),
     "StatusInterval": (int, float),
     "MetricsAddress": (str,),
     "MetricsTextfile": (str,),
@@ -176,6 +177,8 @@ class Config:
     # Fleet status and metrics (docs/status.md).
     node_name: str = field(default_factory=socket.gethostname)
     groups: tuple[str, ...] = ()
+    # Globs over artifact names this daemon installs (Names); None: every name.
+    names: tuple[str, ...] | None = None
     status_interval: float = 300.0
     metrics_address: tuple[str, int] | None = None
     metrics_textfile: Path | None = None
@@ -508,6 +511,11 @@ def _fleet(cfg: Config, raw: dict[str, Any]) -> dict[str, Any]:
         if not all(isinstance(g, str) and g.strip() and len(g) <= 255 for g in groups):
             raise ConfigError(path, "Groups", 'must be a list of names, e.g. ["web", "eu"]')
         values["groups"] = tuple(dict.fromkeys(g.strip() for g in groups))
+    if "Names" in raw:
+        globs = raw["Names"]
+        if not all(isinstance(g, str) and g and len(g) <= 255 for g in globs):
+            raise ConfigError(path, "Names", 'must be a list of globs, e.g. ["myapp-*.tar.gz"]')
+        values["names"] = tuple(globs)
     if raw.get("MetricsAddress"):
         host, sep, port = raw["MetricsAddress"].rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535:

@@ -28,6 +28,7 @@ from distsync import sdnotify
 from distsync.catalog import Catalog, Rejected
 from distsync.config import Config
 from distsync.errors import (
+    ContentGoneError,
     DistsyncError,
     IntegrityError,
     LocalIOError,
@@ -41,6 +42,7 @@ from distsync.layout import Layout
 from distsync.manifest import Manifest, Version
 from distsync.release.manager import Releases
 from distsync.release.state import ActivationOutcome
+from distsync.rollout.gate import RolloutGate
 from distsync.state import (
     DaemonState,
     Installed,
@@ -123,6 +125,9 @@ class Daemon:
             expect_silence=self._expect_silence,
         )
         self.pins = self.releases.plain_pins()
+        # Targeting and staged rollouts (distsync.rollout): which versions are for this
+        # server, and when one with waves may be installed.
+        self.gate = RolloutGate(cfg, self.store)
 
     def _store_calls_end(self) -> bool:
         """Whether store calls in flight give up now: on a stop request, after the farewell."""
@@ -159,9 +164,10 @@ class Daemon:
             full_list
             or lost
             or state.retry
-            or state.behind(self._pins(), now)
+            or any(not self.gate.resting(seq) for seq in state.behind(self._pins(), now).values())
             or state.due_rejections(now, 1)
             or self.releases.needs_store()
+            or any(not self.gate.resting(seq) for seq in state.held_releases)
         )
         if tag is None and idle:
             return report
@@ -180,7 +186,11 @@ class Daemon:
             report.failed.append(str(exc))
             self.fleet.poll_failed(str(exc))
             return report
-        plain = [v for v in found if not self.releases.claims(v.manifest.name)]
+        plain = [
+            v
+            for v in found
+            if not self.releases.claims(v.manifest.name) and self.gate.for_me(v.manifest)
+        ]
         tried: set[int] = set()
         # A version rejected now is passed over by the next plan: another round installs what
         # takes its place (the older genuine version of a deleted file).
@@ -192,9 +202,16 @@ class Daemon:
                 if self.stop.is_set():
                     break
                 tried.add(version.seq)
+                if not self.gate.admit(version, now):
+                    # Its wave's turn has not come (or the rollout is halted): the next plan
+                    # does without it (a deleted file gets the version it had back).
+                    plain = [v for v in plain if v.seq != version.seq]
+                    continue
                 self._install(state, version, report, now)
                 self.state_file.save(state)
-        self._releases_from_store(found, report, whole_log=listed_from == 0)
+        self._releases_from_store(
+            self._release_versions(state, found, now), report, whole_log=listed_from == 0
+        )
         if tag is not None:
             state.marker_tag = tag
         self.state_file.save(state)
@@ -284,7 +301,9 @@ class Daemon:
         # is listed again next time, so a genuine entry that later takes a lower number than
         # the junk (once it is removed) is still seen.
         state.last_seq = max([state.last_seq, *(version.seq for version in found)])
-        state.note_found(v for v in found if not self.releases.claims(v.manifest.name))
+        plain = [v for v in found if not self.releases.claims(v.manifest.name)]
+        state.note_found(v for v in plain if self.gate.for_me(v.manifest))
+        self._note_skipped(state, [v for v in found if not self.gate.for_me(v.manifest)])
         state.forget_superseded_rejections(self.pins)
         wanted: dict[int, set[str]] = {}
         for source in (state.retry, state.behind(self._pins(), now), lost):
@@ -301,6 +320,15 @@ class Daemon:
                 self._take(state, seq, Rejected(seq, "", str(exc)), found, now)
         self._check_pins(state, found)
         return found
+
+    def _note_skipped(self, state: DaemonState, versions: list[Version]) -> None:
+        """Versions not for this server: recorded ("not targeted" in its status record),
+        never installed, and never wanted again (they stay out of ``state.newest``)."""
+        for version in versions:
+            name = version.manifest.name
+            if version.seq > state.skipped.get(name, 0):
+                state.skipped[name] = version.seq
+                log.info("%s version %s is not for this server", name, version.version_id)
 
     def _take(
         self,
@@ -427,7 +455,12 @@ class Daemon:
             previous = state.rejected.get(seq)
             rejection = state.reject(seq, name, now, self.cfg.poll_interval)
             wait = max(0.0, rejection.next_try - now)
-            if isinstance(exc, NotFoundError):
+            if isinstance(exc, ContentGoneError):
+                # Pruned: said once per run; the retries (backed off up to an hour apart, in
+                # case the content is restored) stay quiet until it is there again.
+                self._say_once(f"{exc}; trying again less and less often", logging.ERROR)
+                log.debug("%s; next try in %.3g s", exc, wait)
+            elif isinstance(exc, NotFoundError):
                 log.error(
                     "%s version %s is no longer in the store (%s); trying again in %.3g s",
                     name,
@@ -499,6 +532,42 @@ class Daemon:
         self.releases.local_pass()
         self._report_activations(report)
 
+    def _release_versions(
+        self, state: DaemonState, found: list[Version], now: float
+    ) -> list[Version]:
+        """The versions for ``[[Release]]`` names to note: those for this server whose wave
+        has come. A version still waiting for its wave is kept in ``state.held_releases``
+        and read again (its manifest) once the gate has news, until it is admitted or a newer
+        version of its name takes its place."""
+        mine = [v for v in found if self.gate.for_me(v.manifest)]
+        for seq in sorted(set(state.held_releases) - {v.seq for v in mine}):
+            if self.gate.resting(seq):
+                continue
+            try:
+                mine.append(self.catalog.read(seq))
+            except DistsyncError as exc:
+                log.warning("cannot read version %d again: %s", seq, exc)
+        newest: dict[str, int] = {}
+        for v in mine:
+            if self.releases.claims(v.manifest.name):
+                newest[v.manifest.name] = max(newest.get(v.manifest.name, 0), v.seq)
+        ready = []
+        for v in mine:
+            name = v.manifest.name
+            if not self.releases.claims(name) or v.manifest.staged() is None:
+                ready.append(v)
+                continue
+            state.held_releases.pop(v.seq, None)
+            if v.seq == newest[name] and not self.gate.admit(v, now):
+                state.held_releases[v.seq] = name
+            elif v.seq == newest[name]:
+                ready.append(v)
+        # A newer version of a name replaces its held one.
+        for seq, name in list(state.held_releases.items()):
+            if newest.get(name, 0) > seq:
+                del state.held_releases[seq]
+        return ready
+
     def _releases_from_store(
         self, found: list[Version], report: CycleReport, *, whole_log: bool
     ) -> None:
@@ -516,9 +585,10 @@ class Daemon:
                 mode_mask=self.cfg.mode_mask,
             )
 
-        self.releases.store_pass(
-            self.catalog.versions, self.catalog.read, place, whole_log=whole_log
-        )
+        def versions() -> list[Version]:
+            return [v for v in self.catalog.versions() if self.gate.for_me(v.manifest)]
+
+        self.releases.store_pass(versions, self.catalog.read, place, whole_log=whole_log)
         self._report_activations(report)
 
     def _report_activations(self, report: CycleReport) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "ConfigError",
+    "ContentGoneError",
     "DistsyncError",
     "FleetError",
     "FormatError",
@@ -97,6 +98,17 @@ class StorageError(DistsyncError):
 
 class NotFoundError(StorageError):
     """An object, artifact name or version does not exist in the store."""
+
+
+class ContentGoneError(NotFoundError):
+    """A version's log entry is there but its content is not: it was pruned (retention.py)."""
+
+    def __init__(self, name: str, version_id: str) -> None:
+        super().__init__(
+            f"version {version_id} of {name} was pruned from the store (its content is gone)"
+        )
+        self.name = name
+        self.version_id = version_id
 
 
 class SwarmError(StorageError):

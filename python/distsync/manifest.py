@@ -19,6 +19,7 @@ from distsync.crypto import stream
 from distsync.errors import FormatError, UsageError
 from distsync.fsutil import PART_SUFFIX
 from distsync.layout import SEQ_DIGITS
+from distsync.rollout.plan import MAX_GROUPS, Rollout
 from distsync.sealed import RecordKind, open_sealed, seal_record_body
 
 __all__ = [
@@ -92,6 +93,15 @@ class Manifest:
     mode: int = 0o644
     format: str = "v3"
     torrent: dict[str, Any] | None = field(default=None)
+    # Targeting and staged rollout (distsync.rollout): the groups an upload is for (None:
+    # every server) and its waves. Stored only when set, so other manifests keep the
+    # layout older daemons read; an older daemon refuses a manifest that has them (unknown
+    # fields), which fails closed: it does not install what may not be meant for it.
+    to: tuple[str, ...] | None = None
+    rollout: dict[str, Any] | None = None
+
+    def staged(self) -> Rollout | None:
+        return None if self.rollout is None else Rollout.from_manifest(self.rollout)
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,8 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "format": (str,),
     "torrent": (dict, type(None)),
 }
+# Fields a manifest holds only when they are set (see Manifest).
+_OPTIONAL: dict[str, tuple[type, ...]] = {"to": (list,), "rollout": (dict,)}
 
 
 def check_manifest(manifest: Manifest, objects_prefix: str) -> None:
@@ -159,6 +171,8 @@ def check_manifest(manifest: Manifest, objects_prefix: str) -> None:
         or len(m.uploader.encode("utf-8", "replace")) > _MAX_UPLOADER_BYTES,
         "mode": not 0 <= m.mode <= 0o7777,
         "format": m.format != "v3",
+        "to": m.to is not None and not _groups_ok(m.to),
+        "rollout": m.rollout is not None and not _rollout_ok(m.rollout),
     }
     bad = [name for name, wrong in problems.items() if wrong]
     if bad:
@@ -167,8 +181,28 @@ def check_manifest(manifest: Manifest, objects_prefix: str) -> None:
         raise FormatError("manifest field object_size does not match size and chunk_size")
 
 
+def _groups_ok(groups: tuple[str, ...]) -> bool:
+    return 0 < len(groups) <= MAX_GROUPS and all(
+        isinstance(g, str) and 0 < len(g) <= 255 and not _control_character(g) for g in groups
+    )
+
+
+def _rollout_ok(raw: dict[str, Any]) -> bool:
+    try:
+        Rollout.from_manifest(raw)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def seal_manifest(secret: bytes, key: str, manifest: Manifest) -> bytes:
-    return seal_record_body(MANIFEST, secret, key, asdict(manifest))
+    body = asdict(manifest)
+    for name in _OPTIONAL:
+        if body[name] is None:
+            del body[name]
+        elif name == "to":
+            body[name] = list(body[name])
+    return seal_record_body(MANIFEST, secret, key, body)
 
 
 def open_manifest(secret: bytes, key: str, data: bytes, *, objects_prefix: str) -> Manifest:
@@ -178,11 +212,15 @@ def open_manifest(secret: bytes, key: str, data: bytes, *, objects_prefix: str) 
     genuine but malformed or out of range. Its object must live under ``objects_prefix``.
     """
     raw = open_sealed(MANIFEST, secret, key, data)
-    if set(raw) != set(_FIELDS):
+    if not set(_FIELDS) <= set(raw) <= set(_FIELDS) | set(_OPTIONAL):
         raise FormatError(f"{key}: manifest has unexpected fields")
-    for name, types in _FIELDS.items():
-        if isinstance(raw[name], bool) or not isinstance(raw[name], types):
+    for name, types in (*_FIELDS.items(), *_OPTIONAL.items()):
+        if name in raw and (isinstance(raw[name], bool) or not isinstance(raw[name], types)):
             raise FormatError(f"{key}: manifest field {name} has the wrong type")
+    if "to" in raw:
+        if not all(isinstance(group, str) for group in raw["to"]):
+            raise FormatError(f"{key}: manifest field to has the wrong type")
+        raw["to"] = tuple(raw["to"])
     manifest = Manifest(**raw)
     try:
         check_manifest(manifest, objects_prefix)

@@ -89,6 +89,11 @@ class DaemonState:
     newest: dict[str, int] = field(default_factory=dict)
     # Versions that failed verification, by sequence number: retried with backoff.
     rejected: dict[int, Rejection] = field(default_factory=dict)
+    # The newest version of each name that is not for this server (distsync.rollout:
+    # ``--to`` names none of its groups, or ``Names`` leaves the name out): "not targeted".
+    skipped: dict[str, int] = field(default_factory=dict)
+    # [[Release]] versions waiting for their wave (distsync.rollout): seq -> name.
+    held_releases: dict[int, str] = field(default_factory=dict)
 
     def note_found(self, versions: Iterable[Version]) -> None:
         for version in versions:
@@ -166,6 +171,8 @@ class DaemonState:
         self.retry.clear()
         self.newest.clear()
         self.rejected.clear()
+        self.skipped.clear()
+        self.held_releases.clear()
         self.installed = {
             name: Installed(0, item.sha256, item.size) for name, item in self.installed.items()
         }
@@ -258,6 +265,10 @@ class StateFile:
                 retry={name: int(seq) for name, seq in raw.get("retry", {}).items()},
                 newest={name: int(seq) for name, seq in raw.get("newest", {}).items()},
                 rejected=_load_rejected(raw.get("rejected", {})),
+                skipped={name: int(seq) for name, seq in raw.get("skipped", {}).items()},
+                held_releases={
+                    int(seq): str(name) for seq, name in raw.get("held_releases", {}).items()
+                },
             )
         except FileNotFoundError:
             return DaemonState()

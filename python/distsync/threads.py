@@ -149,6 +149,9 @@ class InterruptibleStore:
     def put(self, key: str, data: bytes) -> None:
         self._ask(self.inner.put, key, data)
 
+    def delete(self, key: str) -> None:
+        self._ask(self.inner.delete, key)
+
     def writer(self, key: str) -> ObjectWriter:
         return self.inner.writer(key)
 

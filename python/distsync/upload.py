@@ -6,7 +6,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -14,9 +14,10 @@ from typing import Any, BinaryIO
 from distsync.catalog import Catalog
 from distsync.config import Config
 from distsync.crypto import stream
-from distsync.errors import LocalIOError, UnknownArtifactError
+from distsync.errors import LocalIOError, UnknownArtifactError, UsageError
 from distsync.fsutil import ReadErrors, local_io_error
 from distsync.manifest import Manifest, Version, validate_name
+from distsync.rollout.plan import MAX_GROUPS, MAX_WAVE_WAIT, Rollout, parse_waves
 from distsync.storage.base import ObjectWriter, Store
 from distsync.transfer.api import transfer_method
 
@@ -46,6 +47,47 @@ def check_source(path: Path, name: str | None = None) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Target:
+    """Who an upload is for and in what order (``--to``, ``--waves``): distsync.rollout."""
+
+    to: tuple[str, ...] | None = None
+    rollout: Rollout | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        to: Sequence[str] | None,
+        waves: str | Sequence[str] | None,
+        wave_wait: float | None,
+    ) -> Target:
+        """``--to``/``--waves``/``--wave-wait`` (and the module's ``to``/``waves``/
+        ``wave_wait``), checked before anything is uploaded: UsageError says what is wrong."""
+        groups = None
+        if to:
+            groups = tuple(dict.fromkeys(group.strip() for group in to))
+            if len(groups) > MAX_GROUPS or not all(
+                0 < len(g) <= 255 and g.isprintable() for g in groups
+            ):
+                raise UsageError(f"--to takes 1 to {MAX_GROUPS} group names")
+        if wave_wait is not None and waves is None:
+            raise UsageError("--wave-wait goes with --waves")
+        rollout = None
+        if waves is not None:
+            try:
+                parsed = parse_waves(waves)
+            except ValueError as exc:
+                raise UsageError(f"--waves: {exc}") from None
+            wait = wave_wait or 0.0
+            if not 0 <= wait <= MAX_WAVE_WAIT:
+                raise UsageError(f"--wave-wait must be from 0 to {MAX_WAVE_WAIT:.0f} seconds")
+            rollout = Rollout(parsed, float(wait))
+        return cls(groups, rollout)
+
+    def same_as(self, manifest: Manifest) -> bool:
+        return manifest.to == self.to and manifest.staged() == self.rollout
+
+
 def upload_file(
     cfg: Config,
     store: Store,
@@ -54,6 +96,7 @@ def upload_file(
     *,
     name: str | None = None,
     progress: Callable[[int], None] | None = None,
+    target: Target = Target(),
 ) -> Version:
     name = validate_name(name or path.name)
     handle, info = _open_regular(path)
@@ -93,6 +136,8 @@ def upload_file(
         uploader=cfg.uploader,
         mode=stat.S_IMODE(info.st_mode) & 0o777,
         torrent=tap.manifest_field() if tap is not None else None,
+        to=target.to,
+        rollout=target.rollout.to_manifest() if target.rollout is not None else None,
     )
     return catalog.append(manifest)
 
@@ -127,32 +172,40 @@ def upload_if_changed(
     force: bool = False,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    target: Target = Target(),
 ) -> UploadOutcome:
     """Upload unless the newest version of the name has the same plaintext SHA-256.
 
     Idempotency rests on the content hash in the (authenticated) manifest, never on an
-    ETag or MD5. ``dry_run`` decides without writing anything.
+    ETag or MD5; the same content for other servers or in other waves (``target``) is an
+    upload of its own. ``dry_run`` decides without writing anything.
     """
     name = check_source(path, name)
     try:
-        before: dict[str, Any] | None = catalog.newest(name).facts()
+        newest = catalog.newest(name)
     except UnknownArtifactError:
-        before = None
+        before: dict[str, Any] | None = None
+        same_target = True
+    else:
+        before = newest.facts()
+        same_target = target.same_as(newest.manifest)
     if (before is None or force) and not dry_run:
         # Nothing to compare with: the upload's own pass yields the SHA-256, so skip reading
         # the whole file a second time.
         return UploadOutcome(
             True,
             before,
-            upload_file(cfg, store, catalog, path, name=name, progress=progress).facts(),
+            upload_file(
+                cfg, store, catalog, path, name=name, progress=progress, target=target
+            ).facts(),
         )
     sha256 = file_sha256(path)
-    if before is not None and before["sha256"] == sha256 and not force:
+    if before is not None and before["sha256"] == sha256 and same_target and not force:
         return UploadOutcome(False, before, before)
     if dry_run:
         size = os.stat(path).st_size
         return UploadOutcome(
             True, before, {"name": name, "version": None, "size": size, "sha256": sha256}
         )
-    version = upload_file(cfg, store, catalog, path, name=name, progress=progress)
+    version = upload_file(cfg, store, catalog, path, name=name, progress=progress, target=target)
     return UploadOutcome(True, before, version.facts())

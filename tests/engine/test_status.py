@@ -225,6 +225,7 @@ def test_json_is_stable_and_names_versions_as_ids() -> None:
         "newest": "5",
         "hook": "ok",
         "pinned": None,
+        "not_targeted": None,
         "failure": {"version": "5", "reason": "bad", "at": NOW, "final": True},
         "marks": ["failed"],
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -44,7 +45,7 @@ SHIPPED = re.compile(
       | roles/\w+/(?:README\.md | (?:defaults|handlers|meta|tasks|vars)/[\w-]+\.yml
                     | templates/[\w.-]+\.j2 | files/\w+\.py)
       | python/(?:pyproject\.toml | README\.md | distsync/(?:\w+/)*\w+\.py | distsync/py\.typed)
-      | salt/(?:[\w-]+/)*[\w.-]+\.(?:sls|jinja|j2|py|md|ya?ml)
+      | salt/(?:[\w-]+/)*[\w.-]+\.(?:sls|jinja|j2|py|md|ya?ml|example)
       | examples/[\w-]+/(?:pyproject\.toml | README\.md | (?:\w+/)*\w+\.py)
       | tests/(?:integration/targets/[\w-]+/(?:aliases|(?:tasks|defaults|vars)/[\w-]+\.yml
                                                |files/[\w.-]+)
@@ -81,13 +82,23 @@ def _problems(tarball: Path) -> list[str]:
         members = tar.getmembers()
         files = {m.name for m in members if m.isfile()}
         assert files, f"{tarball} is empty"
+        links = {m.name for m in members if m.issym()}
         for member in members:
             name = member.name
             if member.isdir():
                 # A directory only as the home of shipped files, never an empty husk.
                 home = name.rstrip("/")
-                if home not in MAY_BE_EMPTY and not any(f.startswith(home + "/") for f in files):
+                homed = files | links
+                if home not in MAY_BE_EMPTY and not any(f.startswith(home + "/") for f in homed):
                     problems.append(f"{name}: empty directory")
+                continue
+            if member.issym():
+                # The Salt formula reaches the engine and the role's templates through links;
+                # one is fine when it stays inside the collection and names shipped files.
+                here = posixpath.dirname(name)
+                target = posixpath.normpath(posixpath.join(here, member.linkname))
+                if target.startswith("..") or not any(f.startswith(target + "/") for f in files):
+                    problems.append(f"{name}: a link to {member.linkname}, outside what ships")
                 continue
             if not member.isfile():
                 problems.append(f"{name}: not a regular file")
@@ -131,7 +142,10 @@ def _tracked_copy(dest: Path) -> None:
     ).stdout.decode().split("\0")
     for name in filter(None, listed):
         source = REPO / name
-        if source.is_file():
+        if source.is_symlink():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).symlink_to(os.readlink(source))
+        elif source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
 

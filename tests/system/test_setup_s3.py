@@ -77,20 +77,26 @@ def test_uploader_policy_allows_exactly_what_uploads_need() -> None:
         ("s3:PutObject", obj + "objects/*"),
         ("s3:AbortMultipartUpload", obj + "objects/*"),
         ("s3:ListMultipartUploadParts", obj + "objects/*"),
+        ("s3:DeleteObject", obj + "objects/*"),
         ("s3:PutObject", obj + "log/*"),
         ("s3:PutObject", obj + "marker"),
         ("s3:GetObject", obj + "log/*"),
         ("s3:GetObject", obj + "marker"),
         ("s3:GetObject", obj + "store"),
         ("s3:GetObject", obj + "status/*"),
+        ("s3:PutObject", obj + "rollout/*"),  # halt records (distsync rollout --halt)
+        ("s3:GetObject", obj + "rollout/*"),
         ("s3:ListBucket", "arn:aws:s3:::distsync-x"),
     }
-    actions = {action for action, _ in _grants(uploader)}
-    assert not any(a.startswith("s3:Delete") for a in actions)
+    # Retention deletes contents and nothing else: no log entry, marker, record or version.
+    deletes = {(a, r) for a, r in _grants(uploader) if a.startswith("s3:Delete")}
+    assert deletes == {("s3:DeleteObject", obj + "objects/*")}
     assert ("s3:GetObject", obj + "objects/*") not in _grants(uploader)
     listing = next(st for st in _statements(uploader) if st["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {
-        "StringLike": {"s3:prefix": ["distsync/v3/log/*", "distsync/v3/status/*"]}
+        "StringLike": {
+            "s3:prefix": ["distsync/v3/log/*", "distsync/v3/objects/*", "distsync/v3/status/*"]
+        }
     }
 
 
@@ -398,7 +404,18 @@ def test_setup_creates_a_private_bucket_two_users_and_0600_configs(
         rule["ID"]: rule
         for rule in s3.get_bucket_lifecycle_configuration(Bucket=provisioned.bucket)["Rules"]
     }
-    assert sorted(rules) == ["distsync", "distsync-peer-records", "distsync-status-records"]
+    assert sorted(rules) == [
+        "distsync",
+        "distsync-peer-records",
+        "distsync-pruned-contents",
+        "distsync-status-records",
+    ]
+    # Pruned contents (noncurrent versions under objects/) go after 7 days, and their
+    # delete markers with them.
+    pruned = rules["distsync-pruned-contents"]
+    assert pruned["Filter"] == {"Prefix": PREFIX + "objects/"}
+    assert pruned["NoncurrentVersionExpiration"]["NoncurrentDays"] == 7
+    assert pruned["Expiration"] == {"ExpiredObjectDeleteMarker": True}
     rule = rules["distsync"]
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
     assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
@@ -469,6 +486,12 @@ def test_uploader_can_write_artifacts_append_to_the_log_and_announce(
     listed = s3.list_objects_v2(Bucket=b, Prefix=PREFIX + "status/")
     assert PREFIX + "status/seed" in [item["Key"] for item in listed.get("Contents", [])]
     assert s3.get_object(Bucket=b, Key=PREFIX + "status/seed")["Body"].read() == b"s"
+    # Retention: list the contents (which versions were pruned) and delete one.
+    listed = s3.list_objects_v2(Bucket=b, Prefix=PREFIX + "objects/")
+    assert PREFIX + "objects/small" in [item["Key"] for item in listed.get("Contents", [])]
+    s3.delete_object(Bucket=b, Key=PREFIX + "objects/small")
+    root = server.client("s3")
+    assert _error(lambda: root.head_object(Bucket=b, Key=PREFIX + "objects/small"))[0] == 404
 
 
 @pytest.mark.parametrize(
@@ -478,15 +501,16 @@ def test_uploader_can_write_artifacts_append_to_the_log_and_announce(
         "HEAD an artifact",
         "read an artifact by range",
         "presign an artifact",
-        "delete an artifact",
+        "delete an artifact's version",
         "delete a log entry",
         "delete the marker",
+        "delete the store record",
+        "delete a status record",
         "put outside the prefix",
         "put elsewhere under the prefix",
         "put a peer record",
         "put a status record",
         "list the whole bucket",
-        "list artifacts",
         "list versions",
         "read outside the prefix",
         "suspend versioning",
@@ -501,7 +525,8 @@ def test_uploader_is_refused(server: IamServer, provisioned: Setup, what: str) -
 
 def test_uploader_cannot_batch_delete(server: IamServer, provisioned: Setup) -> None:
     s3 = server.client("s3", provisioned.uploader)
-    keys = [PREFIX + "objects/seed", PREFIX + "log/00000000000000000001", PREFIX + "marker"]
+    # (Contents it may delete one by one: retention. Everything else, not even in a batch.)
+    keys = [PREFIX + "log/00000000000000000001", PREFIX + "marker", PREFIX + "status/seed"]
     try:
         answer = s3.delete_objects(
             Bucket=provisioned.bucket, Delete={"Objects": [{"Key": k} for k in keys]}
@@ -677,6 +702,13 @@ def _attempt(server: IamServer, provisioned: Setup, keys: Keys, what: str) -> ob
         "HEAD the marker": lambda: s3.head_object(Bucket=b, Key=marker),
         "delete an artifact": lambda: s3.delete_object(Bucket=b, Key=artifact),
         "delete a log entry": lambda: s3.delete_object(Bucket=b, Key=entry),
+        "delete an artifact's version": lambda: s3.delete_object(
+            Bucket=b,
+            Key=artifact,
+            VersionId=server.client("s3").head_object(Bucket=b, Key=artifact)["VersionId"],
+        ),
+        "delete the store record": lambda: s3.delete_object(Bucket=b, Key=PREFIX + "store"),
+        "delete a status record": lambda: s3.delete_object(Bucket=b, Key=PREFIX + "status/seed"),
         "delete the marker": lambda: s3.delete_object(Bucket=b, Key=marker),
         "put an artifact": lambda: s3.put_object(Bucket=b, Key=PREFIX + "objects/new", Body=b"x"),
         "start a multipart upload": lambda: s3.create_multipart_upload(
@@ -1108,6 +1140,104 @@ def test_upload_and_daemon_install_with_only_the_created_identities(
     )
     assert down.returncode == 4 and "Traceback" not in down.stderr
     assert not (tmp_path / "app.tar.gz.distsync-tmp").exists()
+
+    # A staged rollout halted by the uploader identity (halt records under rollout/), read by
+    # the daemon identity: nothing installs until the halt is lifted.
+    artifact.write_bytes(os.urandom(1000))
+    staged = run_cli(tmp_path, "upload", "-c", str(done.upload_config), str(artifact),
+                     "--waves", "1,100%", keys=None)  # fmt: skip
+    assert staged.returncode == 0, staged.stderr
+    for flag, expect in (("--halt", "halted by "), ("--continue", "lifted the halt")):
+        rollout = run_cli(tmp_path, "rollout", "-c", str(done.upload_config), "app.tar.gz",
+                          flag, keys=None)  # fmt: skip
+        assert rollout.returncode == 0 and expect in rollout.stdout, rollout
+        if flag == "--halt":
+            held = run_cli(tmp_path, "daemon", "-c", str(done.daemon_config), "--once", keys=None)
+            assert held.returncode == 0 and "waits: halted by" in held.stderr, held.stderr
+            assert installed.read_bytes() != artifact.read_bytes()
+    daemon = run_cli(tmp_path, "daemon", "-c", str(done.daemon_config), "--once", keys=None)
+    assert daemon.returncode == 0, daemon.stderr
+    assert installed.read_bytes() == artifact.read_bytes()
+
+
+def test_the_uploader_prunes_with_its_own_identity_and_the_daemon_copes(
+    server: IamServer, admin: Keys, tmp_path: Path
+) -> None:
+    """Issue 17 under IAM enforcement: `upload --keep` and `prune` delete contents as the
+    uploader; the log stays (the uploader cannot delete an entry); a daemon pinned to a
+    pruned version says so in one line."""
+    done = do_setup(server, admin, tmp_path)
+    artifact = tmp_path / "pruned-app-5e1.bin"
+    for n in range(3):
+        artifact.write_bytes(os.urandom(1024 + n))
+        upload = run_cli(tmp_path, "upload", "-c", str(done.upload_config), str(artifact),
+                         "--keep", "2", keys=None)  # fmt: skip
+        assert upload.returncode == 0, upload.stderr
+    assert upload.stderr.count("pruned pruned-app-5e1.bin version 1 ") == 1, upload.stderr
+    pruned = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--keep", "1",
+                     "--json", keys=None)  # fmt: skip
+    assert pruned.returncode == 0, pruned.stderr
+    assert [row["version"] for row in json.loads(pruned.stdout)["deleted"]] == ["2"]
+    listed = run_cli(tmp_path, "list", "-c", str(done.upload_config), "--all", "--json", keys=None)
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["version"]: row["pruned"] for row in json.loads(listed.stdout)}
+    assert rows == {"3": False, "2": True, "1": True}
+    s3 = server.client("s3", done.uploader)
+    for key in (PREFIX + "log/00000000000000000001", PREFIX + "marker", PREFIX + "store"):
+        assert_denied(functools.partial(s3.delete_object, Bucket=done.bucket, Key=key))
+    # A content no entry names (a lost claim's): listed with its age and deleted, as the
+    # uploader, once old enough.
+    orphan = PREFIX + "objects/" + "0" * 32
+    s3.put_object(Bucket=done.bucket, Key=orphan, Body=b"lost claim")
+    young = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--orphans", keys=None)
+    assert young.returncode == 0 and "left 1 unreferenced" in young.stdout, young.stderr
+    swept = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--orphans",
+                    "--orphan-age", "0s", "--json", keys=None)  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    assert [o["key"] for o in json.loads(swept.stdout)["orphans"]] == [orphan]
+    assert [row["version"] for row in json.loads(run_cli(
+        tmp_path, "list", "-c", str(done.upload_config), "--json", keys=None).stdout)] == ["3"]
+    daemon_config = tomllib.loads(done.daemon_config.read_text())
+    daemon_config["Pin"] = {artifact.name: "1"}
+    done.daemon_config.write_text(tomli_w.dumps(daemon_config))
+    daemon = run_cli(tmp_path, "daemon", "-c", str(done.daemon_config), "--once", keys=None)
+    assert daemon.returncode == 1 and "Traceback" not in daemon.stderr
+    gone = f"version 1 of {artifact.name} was pruned from the store"
+    assert daemon.stderr.count(gone) == 1, daemon.stderr
+    assert not (tmp_path / "installed" / artifact.name).exists()
+
+
+def test_an_uploader_policy_from_before_retention_lists_and_is_told_to_rerun_setup(
+    server: IamServer, admin: Keys, tmp_path: Path
+) -> None:
+    done = do_setup(server, admin, tmp_path)
+    artifact = tmp_path / "old-policy-5e1.bin"
+    for n in range(2):
+        artifact.write_bytes(b"build %d" % n)
+        upload = run_cli(tmp_path, "upload", "-c", str(done.upload_config), str(artifact),
+                         keys=None)  # fmt: skip
+        assert upload.returncode == 0, upload.stderr
+    # The uploader's policy as setup wrote it before issue 17: no delete, no listing of
+    # objects/.
+    old = copy.deepcopy(aws.build_policies(done.bucket)["uploader"])
+    old["Statement"] = [st for st in old["Statement"] if st["Sid"] != "PruneArtifacts"]
+    listing = next(st for st in old["Statement"] if st["Action"] == "s3:ListBucket")
+    listing["Condition"]["StringLike"]["s3:prefix"] = [PREFIX + "log/*", PREFIX + "status/*"]
+    server.client("iam").put_user_policy(
+        UserName=aws.user_name(done.setup_id, "uploader"),
+        PolicyName="distsync",
+        PolicyDocument=json.dumps(old),
+    )
+    listed = run_cli(tmp_path, "list", "-c", str(done.upload_config), "--json", keys=None)
+    assert listed.returncode == 0, listed.stderr
+    assert [row["version"] for row in json.loads(listed.stdout)] == ["2", "1"]
+    pruned = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--keep", "1", keys=None)
+    assert pruned.returncode == 4 and "Traceback" not in pruned.stderr
+    assert "distsync setup` again with the same --setup-id" in pruned.stderr
+    again = run_cli(tmp_path, *setup_args(server, done.setup_id, tmp_path), keys=admin)
+    assert again.returncode == 0 and "policy updated" in again.stdout, again.stderr
+    pruned = run_cli(tmp_path, "prune", "-c", str(done.upload_config), "--keep", "1", keys=None)
+    assert pruned.returncode == 0 and "deleted old-policy-5e1.bin version 1 " in pruned.stdout
 
 
 def test_fleet_status_and_upload_wait_with_only_the_created_identities(

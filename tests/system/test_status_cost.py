@@ -96,3 +96,32 @@ def test_idle_daemon_makes_one_request_per_poll_and_one_put_per_heartbeat(
     assert abs(beats - WINDOW / STATUS_INTERVAL) <= 1.5
     assert made["PUT"] == beats
     assert set(made) <= {"HEAD", "LIST", "GET", "PUT"}
+
+
+def test_prune_costs_one_listing_of_each_kind_and_one_delete_per_pruned_version(
+    bucket: Bucket,
+    fault_proxy: FaultProxy,
+    tmp_path: Path,
+    write_config: Callable[..., Path],
+    run_cli: Callable[..., subprocess.CompletedProcess[bytes]],
+) -> None:
+    """docs/costs.md ("Retention") quotes what this prints (``pytest -s -k prune_costs``)."""
+    direct = write_config(
+        config_text(bucket.endpoint, bucket.name, tmp_path, daemon=False), "u.toml"
+    )
+    relayed = write_config(
+        config_text(fault_proxy.endpoint, bucket.name, tmp_path, daemon=False), "p.toml"
+    )
+    artifact = tmp_path / "app.bin"
+    versions = 5
+    for n in range(versions):
+        artifact.write_bytes(os.urandom(70_000 + n))
+        assert run_cli("upload", "-c", str(direct), str(artifact)).returncode == 0
+    seen = len(fault_proxy.requests)
+    proc = run_cli("prune", "-c", str(relayed), "--keep", "1")
+    assert proc.returncode == 0, proc.stderr
+    made = Counter(kind(method, path) for method, path in fault_proxy.requests[seen:])
+    print(f"\nprune --keep 1 of {versions} versions: requests {dict(made)}")
+    # The store record, then the log: one listing and one GET per entry; the contents and
+    # the status records: one listing each; then one DELETE per pruned content.
+    assert made == {"GET": 1 + versions, "LIST": 3, "DELETE": versions - 1}

@@ -28,7 +28,7 @@ import pytest
 from distsync.catalog import Catalog
 from distsync.config import AwsCreds, Config
 from distsync.crypto.secret import generate_secret, parse_secret
-from distsync.errors import IntegrityError
+from distsync.errors import ContentGoneError, IntegrityError
 from distsync.layout import Layout
 from distsync.manifest import Version
 from distsync.storage.local import LocalStore
@@ -599,3 +599,26 @@ def test_setup_grants_the_daemon_its_peer_record_and_nothing_more(tmp_path: Path
             S3Store.from_config(uploader)._client.put_object(
                 Bucket=bucket, Key=daemon.prefix + "peers/" + "b" * 32, Body=b"x"
             )
+
+
+@needs_libtorrent
+def test_a_pruned_content_is_said_at_once_not_after_the_swarms_timeouts(
+    tmp_path: Path, bucket: Bucket
+) -> None:
+    """Issue 17: the content was deleted (distsync prune); the swarm is not even joined."""
+    lt = import_libtorrent()
+    assert lt is not None
+    cfg, store, version, _data = _uploaded(tmp_path, bucket, 2 * MiB)
+    store.delete(version.manifest.object_key)
+    settings = TorrentSettings(port=0, s3_readers=8, web_seed_delay=600)
+    swarm = Swarm(lt, settings, store, cfg.secret, cfg.prefix, tmp_path / "t")
+    (tmp_path / "out").mkdir()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ContentGoneError, match=r"version 1 of app\.bin was pruned"):
+            swarm.fetch(store, cfg.secret, version, tmp_path / "out" / "app.bin")
+        assert not swarm._jobs
+    finally:
+        swarm.close()
+    assert time.monotonic() - started < 30  # the web seed alone would wait 600 s
+    assert list((tmp_path / "out").iterdir()) == []

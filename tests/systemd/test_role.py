@@ -114,6 +114,8 @@ CASES: dict[str, dict[str, Any]] = {
         "distsync_daemon_on_update": ["/usr/local/bin/deploy", "--name", 'it\'s "x"'],
         "distsync_daemon_pins": {"app.tar.gz": "41", 'odd name"': "7"},
         "distsync_daemon_metrics_address": "127.0.0.1:9717",
+        "distsync_daemon_groups": ["web", 'eu "west"'],
+        "distsync_daemon_names": ["myapp-*.tar.gz", "nginx.conf"],
         "distsync_daemon_aws_region": "eu-west-1",
         "distsync_daemon_aws_access_key": "AKIAEXAMPLE",
         "distsync_daemon_aws_secret_key": "s3cr3t/+=",
@@ -264,6 +266,8 @@ def test_rendered_config_loads_with_the_engine(rendered: dict[str, Path]) -> Non
     assert cfg.aws.region == "eu-west-1" and cfg.aws.secret_key == "s3cr3t/+="
     assert cfg.aws.endpoint == "http://10.0.0.1:9000" and cfg.aws.session_token is None
     assert cfg.metrics_address == ("127.0.0.1", 9717)
+    assert cfg.groups == ("web", 'eu "west"')
+    assert cfg.names == ("myapp-*.tar.gz", "nginx.conf")
 
 
 def test_rendered_config_carries_the_torrent_keys_only_for_the_swarm(
@@ -312,6 +316,7 @@ def test_rendered_config_for_local_storage_has_no_aws_table(rendered: dict[str, 
     cfg = _load(rendered, "local")
     assert cfg.storage == "Local" and cfg.on_update == () and not cfg.pins
     assert cfg.metrics_address is None  # off unless asked for
+    assert cfg.groups == () and cfg.names is None  # every server, every name
     assert (cfg.poll_interval, cfg.poll_jitter, cfg.hook_timeout) == (15, 5, 300)
 
 

@@ -93,6 +93,14 @@ class HashDirStore:
     def put(self, key: str, data: bytes) -> None:
         self._publish(key, self._write_temp(key, data), exclusive=False)
 
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass  # a missing key is no error
+        except OSError as exc:
+            raise self._error("delete", key, exc) from None
+
     def _write_temp(self, key: str, data: bytes) -> Path:
         try:
             temp = self._temp(key)
@@ -195,7 +203,7 @@ class _HashDirBackend:
         conditional_head=True,  # changed() is one stat()
         ranged_reads=True,
         presigned_urls=False,
-        delete=False,
+        delete=True,
     )
     state_key = "HashDir"
 

@@ -16,6 +16,8 @@ from distsync.provision.aws_policies import (
     ABORT_MULTIPART_DAYS,
     LIFECYCLE_RULE_ID,
     NONCURRENT_VERSION_DAYS,
+    PRUNED_CONTENT_DAYS,
+    PRUNED_RULE_ID,
     RECORD_EXPIRY_DAYS,
     RECORD_RULE_IDS,
     TAG_SETUP_ID,
@@ -119,7 +121,7 @@ def ensure_bucket(clients: AwsClients, plan: SetupPlan, journal: Journal, say: S
     rules = _lifecycle_rules(clients, bucket)
     record_days = plan.record_expiry_days or _record_days(rules) or RECORD_EXPIRY_DAYS
     wanted = lifecycle_rules(plan.prefix, record_days)
-    ours = {LIFECYCLE_RULE_ID, *RECORD_RULE_IDS.values()}
+    ours = {LIFECYCLE_RULE_ID, PRUNED_RULE_ID, *RECORD_RULE_IDS.values()}
     converge(
         "lifecycle rules",
         lambda: all(any(_same_rule(rule, want) for rule in rules) for want in wanted),
@@ -134,7 +136,8 @@ def ensure_bucket(clients: AwsClients, plan: SetupPlan, journal: Journal, say: S
     settings = (
         "private, public access blocked, ACLs disabled, AES256 by default, versioning on, "
         f"incomplete uploads aborted after {ABORT_MULTIPART_DAYS} days, old versions kept "
-        f"{NONCURRENT_VERSION_DAYS} days, records of servers gone {record_days} days expired"
+        f"{NONCURRENT_VERSION_DAYS} days (pruned contents {PRUNED_CONTENT_DAYS}), records of "
+        f"servers gone {record_days} days expired"
     )
     if created:
         say(f"created bucket {bucket} in {plan.region} ({settings})")

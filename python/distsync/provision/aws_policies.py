@@ -28,6 +28,8 @@ __all__ = [
     "LIFECYCLE_RULE_ID",
     "NONCURRENT_VERSION_DAYS",
     "POLICY_NAME",
+    "PRUNED_CONTENT_DAYS",
+    "PRUNED_RULE_ID",
     "RECORD_EXPIRY_DAYS",
     "RECORD_RULE_IDS",
     "ROLES",
@@ -67,6 +69,12 @@ NONCURRENT_VERSION_DAYS = 30
 # while they run; one not rewritten for this long belongs to a server that is gone.
 RECORD_EXPIRY_DAYS = 7
 RECORD_RULE_IDS = {"status/": "distsync-status-records", "peers/": "distsync-peer-records"}
+# In a versioned bucket a pruned content is not gone: it becomes a noncurrent version behind a
+# delete marker. Contents are never overwritten (every upload has a new random key), so under
+# objects/ a noncurrent version only ever is a pruned one: kept this long (an accidental prune
+# can be undone), then expired, and its delete marker with it.
+PRUNED_CONTENT_DAYS = 7
+PRUNED_RULE_ID = "distsync-pruned-contents"
 
 # Short enough that "distsync-ID-uploader" fits IAM's 64-character user names and
 # "distsync-ID" S3's 63-character bucket names; lower case because bucket names must be.
@@ -191,6 +199,17 @@ def build_policies(
                 ],
                 "Resource": keys("objects/*"),
             },
+            {
+                # Retention (`distsync prune`, `upload --keep`): delete contents, and nothing
+                # else. An uploader can publish already, so deleting what it published adds
+                # no power over the fleet; it cannot touch the log, the marker, the store
+                # record or the servers' records, and cannot delete object versions
+                # (s3:DeleteObjectVersion), so a versioned bucket keeps what it pruned.
+                "Sid": "PruneArtifacts",
+                "Effect": "Allow",
+                "Action": "s3:DeleteObject",
+                "Resource": keys("objects/*"),
+            },
             append_to_log,
             {
                 "Sid": "Announce",
@@ -199,20 +218,34 @@ def build_policies(
                 "Resource": keys("marker"),
             },
             {
+                # `distsync rollout --halt/--continue` (distsync.rollout.halt): one sealed
+                # record per version, read back to show it.
+                "Sid": "HaltRecords",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject"],
+                "Resource": keys("rollout/*"),
+            },
+            {
                 # The marker's hint and the log entries (encrypted manifests) are what versioning
                 # and idempotent uploads need to read; the store record tells a wrong secret;
                 # the servers' status records are what `upload --wait` and `distsync status` read.
+                # Listing objects/ (random keys and sizes) tells `list` and `prune` which
+                # versions were pruned and `prune --orphans` what no log entry names.
                 "Sid": "ReadLogMarkerAndStatus",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
                 "Resource": [keys("log/*"), keys("marker"), keys("store"), keys("status/*")],
             },
             {
-                "Sid": "ListLogAndStatus",
+                "Sid": "ListLogContentsAndStatus",
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}log/*", f"{prefix}status/*"]}},
+                "Condition": {
+                    "StringLike": {
+                        "s3:prefix": [f"{prefix}log/*", f"{prefix}objects/*", f"{prefix}status/*"]
+                    }
+                },
             },
         ],
     }
@@ -357,4 +390,11 @@ def lifecycle_rules(prefix: str, record_days: int = RECORD_EXPIRY_DAYS) -> list[
         }
         for leaf, rule_id in RECORD_RULE_IDS.items()
     ]
-    return [lifecycle_rule(), *records]
+    pruned = {
+        "ID": PRUNED_RULE_ID,
+        "Status": "Enabled",
+        "Filter": {"Prefix": prefix + "objects/"},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": PRUNED_CONTENT_DAYS},
+        "Expiration": {"ExpiredObjectDeleteMarker": True},
+    }
+    return [lifecycle_rule(), *records, pruned]

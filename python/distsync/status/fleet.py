@@ -12,6 +12,8 @@ One server's standing toward one version of a name, first match wins:
 - ``failed``: it rejected that version for good (it failed verification);
 - ``pinned``: a ``[Pin]`` holds the name at another version;
 - ``retrying``: its last attempt failed for a passing reason (store, disk), retried each poll;
+- ``not targeted``: the version is not for it (the upload's ``--to`` names none of its
+  groups, or its ``Names`` leave the name out); not counted anywhere;
 - ``behind``: it has an older version or none (yet).
 
 A server is live while its record is unexpired and it did not report stopping; ``--all``
@@ -31,6 +33,7 @@ __all__ = ["FleetView", "Standing", "Verdict", "ago"]
 
 REACHED = ("installed",)
 FAILED = ("failed", "unhealthy")
+UNTARGETED = "not targeted"
 _LISTED = 8  # servers named per kind in a one-line message; the rest are counted
 
 
@@ -38,7 +41,7 @@ _LISTED = 8  # servers named per kind in a one-line message; the rest are counte
 class Standing:
     server: ServerStatus
     label: str
-    state: str  # installed, unhealthy, failed, pinned, retrying, behind
+    state: str  # installed, unhealthy, failed, pinned, retrying, not targeted, behind
     detail: str  # what to say after the label, e.g. "has version 41"
     live: bool
 
@@ -126,6 +129,8 @@ class FleetView:
             return standing("pinned", f"pinned to version {pin}")
         if failure is not None and failure.version == seq:
             return standing("retrying", f"retrying: {failure.reason}")
+        if item.skipped == seq:
+            return standing("not targeted", "not targeted")
         return standing("behind", f"has version {have}" if have is not None else "has none")
 
     def standings(self, name: str, seq: int) -> list[Standing]:
@@ -138,7 +143,7 @@ class FleetView:
         return [
             s
             for s in self.standings(name, seq)
-            if s.live or s.state in REACHED or s.state in FAILED
+            if (s.live or s.state in REACHED or s.state in FAILED) and s.state != UNTARGETED
         ]
 
     def summary(self, name: str, seq: int) -> str:
@@ -150,7 +155,7 @@ class FleetView:
             group = [s for s in counted if s.state == state]
             if group:
                 parts.append(f"{state}: {self._listing(group)}")
-        quiet = [s for s in self.standings(name, seq) if s not in counted]
+        quiet = [s for s in self.standings(name, seq) if s not in counted and s.state != UNTARGETED]
         if quiet:
             parts.append(f"not reporting: {self._listing(quiet, seen='first')}")
         return "; ".join(parts)
@@ -162,13 +167,13 @@ class FleetView:
         reached = [s for s in standings if s.state in REACHED]
         failed = [s for s in standings if s.state in FAILED]
         if servers is None:
-            wanted_set = [s for s in standings if s.live and s.state != "pinned"]
+            wanted_set = [s for s in standings if s.live and s.state not in ("pinned", UNTARGETED)]
             wanted = len(wanted_set)
             missing = [s for s in wanted_set if s.state not in REACHED]
             done = bool(wanted_set) and not missing
         else:
             wanted = servers
-            missing = [s for s in standings if s.state not in REACHED]
+            missing = [s for s in standings if s.state not in (*REACHED, UNTARGETED)]
             done = len(reached) >= servers
         head = f"{name} version {seq}: {len(reached)} of {wanted} servers installed it"
         if failed:
@@ -266,6 +271,7 @@ class FleetView:
                 "newest": None if item.newest is None else str(item.newest),
                 "hook": item.hook,
                 "pinned": server.pins.get(name),
+                "not_targeted": None if item.skipped is None else str(item.skipped),
                 "failure": None
                 if failure is None
                 else {

@@ -18,7 +18,8 @@ The body (``to_body``/``from_body``; docs/status.md)::
      "artifacts": {name: {"version": 42 | null, "sha256": hex | null, "installed_at": t | null,
                           "newest": 42 | null, "hook": "ok" | "failed" | null,
                           "failure": {"version": 43, "reason": "...", "at": t,
-                                      "final": bool} | null}}}
+                                      "final": bool} | null,
+                          "skipped": 43 (only when set: not targeted)}}}
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class ArtifactStatus:
     newest: int | None = None  # the newest version of the name this server saw in the log
     hook: str | None = None  # OnUpdate after the install: "ok", "failed", None (none/unknown)
     failure: Failure | None = None
+    # The newest version of the name this server saw that is not for it (``to`` names none
+    # of its groups, or its ``Names`` leave the name out): "not targeted", not failed.
+    skipped: int | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,10 @@ def open_status(secret: bytes, key: str, data: bytes) -> ServerStatus:
 
 def _artifact_body(item: ArtifactStatus) -> dict[str, Any]:
     failure = item.failure
+    # "skipped" only when set, so records of untargeted fleets stay as they were.
+    extra = {} if item.skipped is None else {"skipped": item.skipped}
     return {
+        **extra,
         "version": item.version,
         "sha256": item.sha256,
         "installed_at": item.installed_at,
@@ -197,6 +204,7 @@ def _artifact(raw: Any) -> ArtifactStatus:
         sha256=_opt(_str, item["sha256"]),
         installed_at=_opt(_time, item["installed_at"]),
         newest=_opt(_int, item["newest"]),
+        skipped=_opt(_int, item.get("skipped")),
         hook=hook,
         failure=None
         if failure is None

@@ -216,7 +216,7 @@ class FleetReporter(Observer):
             released = dict(self._released)
             peer_bytes = self._peer_bytes
         artifacts = {}
-        names = {*state.installed, *state.newest, *failures, *self.pins, *released}
+        names = {*state.installed, *state.newest, *failures, *self.pins, *released, *state.skipped}
         for name in sorted(names):
             have = state.installed.get(name)
             version = have.version if have is not None else None
@@ -235,6 +235,7 @@ class FleetReporter(Observer):
                 newest=state.newest.get(name),
                 hook=hook[1] if hook is not None and hook[0] == version else None,
                 failure=failures.get(name),
+                skipped=state.skipped.get(name),
             )
         return ServerStatus(
             node=self.identity.node,

@@ -36,10 +36,13 @@ def wait_for_upload(
     servers: int | None,
     timeout: float,
     progress: Callable[[Verdict], None] | None = None,
+    halted: Callable[[FleetView], str | None] | None = None,
 ) -> Verdict:
     """``upload --wait`` and the ``distsync_upload`` module's ``wait``: the store's records."""
     board = StatusBoard(store, cfg.prefix, cfg.secret)
-    return wait_for_version(board, name, seq, servers=servers, timeout=timeout, progress=progress)
+    return wait_for_version(
+        board, name, seq, servers=servers, timeout=timeout, progress=progress, halted=halted
+    )
 
 
 def wait_for_version(
@@ -52,11 +55,13 @@ def wait_for_version(
     progress: Callable[[Verdict], None] | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    halted: Callable[[FleetView], str | None] | None = None,
 ) -> Verdict:
     """Return the verdict once done; FleetError (exit 6) on a failure or the timeout.
 
     ``servers``: how many must report it installed; None: every live server not pinned
-    elsewhere (at least one)."""
+    elsewhere (at least one). ``halted`` (a staged rollout, distsync.rollout) says why no
+    further wave will install it: that ends the wait too."""
     if servers is not None and servers < 1:
         raise UsageError("--servers must be at least 1")
     if timeout <= 0:
@@ -72,11 +77,15 @@ def wait_for_version(
                 raise
             sleep(min(_MIN_PAUSE, max(deadline - clock(), 0.0)))
             continue
-        verdict = FleetView(records, clock()).verdict(name, seq, servers)
+        view = FleetView(records, clock())
+        verdict = view.verdict(name, seq, servers)
         if progress is not None:
             progress(verdict)
         if verdict.done:
             return verdict
+        why = halted(view) if halted is not None else None
+        if why is not None:
+            raise FleetError(f"{name} version {seq}: {why}")
         if verdict.failed:
             raise FleetError(verdict.message)
         remaining = deadline - clock()

@@ -6,17 +6,27 @@ ranges; small ones (manifests, the marker, records) whole, and never past a size
 can write to the bucket could otherwise put a 3 GiB "log entry" there and make every reader
 load it. ``create`` is a conditional create
 (``If-None-Match: *`` on S3, ``O_EXCL``/``link`` on a directory): the global manifest log is
-built on it.
+built on it where the store makes it atomic (``distsync.logorder``). ``delete`` removes what an
+upload stored when its log claim failed, so that nothing is left that no entry refers to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from distsync.errors import ObjectTooLargeError
 
-__all__ = ["SMALL_OBJECT_LIMIT", "ObjectWriter", "Presigner", "Store", "too_large"]
+__all__ = [
+    "SMALL_OBJECT_LIMIT",
+    "Inventory",
+    "ObjectWriter",
+    "Presigner",
+    "Store",
+    "StoredObject",
+    "too_large",
+]
 
 # The most ``Store.get`` reads unless told otherwise. Genuine small objects are far smaller:
 # sealed records are capped at RecordKind.max_size (64 KiB for manifests), the marker is ~60
@@ -45,6 +55,9 @@ class Store(Protocol):
 
     def put(self, key: str, data: bytes) -> None:
         """Write ``key`` whole, replacing what was there."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (a large object with all its parts); a missing key is no error."""
 
     def writer(self, key: str) -> ObjectWriter:
         """Stream a (large) new object to ``key``."""
@@ -89,3 +102,18 @@ def too_large(where: str, key: str, size: int | None, limit: int) -> ObjectTooLa
         f"{where}: {key} {holds} the {limit} bytes that a log entry, marker or record may "
         "have; refused without reading it"
     )
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: float  # seconds since the epoch, by the store's clock
+
+
+class Inventory(Protocol):
+    """Optional: a listing that tells each object's size and age (``prune --orphans`` leaves
+    contents younger than a safe age alone: they may belong to an upload under way)."""
+
+    def inventory(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object under ``prefix``, in key order."""

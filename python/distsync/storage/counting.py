@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from distsync.storage.base import SMALL_OBJECT_LIMIT, ObjectWriter, Store
+from distsync.storage.base import SMALL_OBJECT_LIMIT, ObjectWriter, Store, StoredObject
 
 __all__ = ["CountingStore"]
 
@@ -42,6 +42,10 @@ class CountingStore:
         self._count("put")
         self.inner.put(key, data)
 
+    def delete(self, key: str) -> None:
+        self._count("delete")
+        self.inner.delete(key)
+
     def writer(self, key: str) -> ObjectWriter:
         self._count("write")
         return self.inner.writer(key)
@@ -65,6 +69,10 @@ class CountingStore:
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         self._count("list")
         yield from self.inner.list_after(prefix, start_after)
+
+    def inventory(self, prefix: str) -> Iterator[StoredObject]:
+        self._count("list")
+        yield from self.inner.inventory(prefix)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:
         # Optional capabilities of the real store (presign for the BitTorrent web seed).

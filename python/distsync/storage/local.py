@@ -37,7 +37,7 @@ from distsync.errors import NotAnObjectError, NotFoundError, StorageError
 from distsync.fsutil import TEMP_SUFFIX
 from distsync.plugin_config import no_settings
 from distsync.storage.api import STORAGE_API, Capabilities
-from distsync.storage.base import SMALL_OBJECT_LIMIT, too_large
+from distsync.storage.base import SMALL_OBJECT_LIMIT, StoredObject, too_large
 
 if TYPE_CHECKING:
     from distsync.config import Config
@@ -278,6 +278,26 @@ class LocalStore:
     def writer(self, key: str) -> _LocalWriter:
         return _LocalWriter(self, key)
 
+    def delete(self, key: str) -> None:
+        """Remove the file at ``key`` by name in its directory (no link is followed); a key
+        that is not there is no error."""
+        *dirs, leaf = self._parts(key)
+        try:
+            dir_fd = self._open_dirs("delete", key, dirs, create=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error("delete", key, exc) from None
+        try:
+            os.unlink(leaf, dir_fd=dir_fd)
+            os.fsync(dir_fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error("delete", key, exc) from None
+        finally:
+            os.close(dir_fd)
+
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, key: str, *, limit: int = SMALL_OBJECT_LIMIT) -> bytes:
@@ -323,6 +343,16 @@ class LocalStore:
         # the status is read: whatever stands there, the poller just lists the log.
         tag = hashlib.sha256(f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}".encode()).hexdigest()[:32]
         return None if tag == since else tag
+
+    def inventory(self, prefix: str) -> Iterator[StoredObject]:
+        for key in self.list_after(prefix, ""):
+            try:
+                st = self._lstat(key)
+            except FileNotFoundError:
+                continue  # deleted since the listing
+            except OSError as exc:
+                raise self._error("list", key, exc) from None
+            yield StoredObject(key, st.st_size, st.st_mtime)
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         directory, _slash, leaf_prefix = prefix.rpartition("/")
@@ -403,7 +433,7 @@ class _LocalBackend:
         conditional_head=True,
         ranged_reads=True,
         presigned_urls=False,
-        delete=False,
+        delete=True,
     )
     state_key = "Local"
 

@@ -28,7 +28,7 @@ from distsync.config import Config
 from distsync.errors import AccessDeniedError, FormatError, NotFoundError, StorageError
 from distsync.plugin_config import no_settings
 from distsync.storage.api import STORAGE_API, Capabilities
-from distsync.storage.base import SMALL_OBJECT_LIMIT, too_large
+from distsync.storage.base import SMALL_OBJECT_LIMIT, StoredObject, too_large
 from distsync.storage.parts import PartWriter
 
 if TYPE_CHECKING:
@@ -245,6 +245,10 @@ class S3Store:
     def put(self, key: str, data: bytes) -> None:
         self.call("write", key, self._client.put_object, Key=key, Body=data)
 
+    def delete(self, key: str) -> None:
+        """DeleteObject (S3 answers the same for a key that is not there)."""
+        self.call("delete", key, self._client.delete_object, Key=key)
+
     def get(self, key: str, *, limit: int = SMALL_OBJECT_LIMIT) -> bytes:
         # A ranged GET: the store sends at most limit + 1 bytes whatever the object's size,
         # and its Content-Range tells that size, so one request reads or refuses it.
@@ -307,6 +311,20 @@ class S3Store:
                 ) from None
             # Any other answer (e.g. 403 for an identity without ListBucket) proves nothing.
         self._bucket_checked = True
+
+    def inventory(self, prefix: str) -> Iterator[StoredObject]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    modified = item["LastModified"].timestamp()
+                    yield StoredObject(str(item["Key"]), int(item["Size"]), modified)
+        except (BotoCoreError, ClientError) as exc:
+            raise self.error("list", prefix, exc) from None
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -535,7 +553,7 @@ class _S3Backend:
         conditional_head=True,
         ranged_reads=True,
         presigned_urls=True,
-        delete=False,
+        delete=True,
     )
     state_key = "S3"  # S3 and S3+BitTorrent at one bucket and prefix share a daemon's state
 

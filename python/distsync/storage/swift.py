@@ -30,6 +30,7 @@ such stores is chosen from ``distsync.storage.probe`` (DESIGN §9).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import json
 import logging
@@ -50,6 +51,7 @@ from distsync.config import Config, SwiftCreds
 from distsync.errors import ConfigError, FormatError, NotFoundError, StorageError
 from distsync.plugin_config import no_settings
 from distsync.storage.api import STORAGE_API, Capabilities
+from distsync.storage.base import StoredObject
 from distsync.storage.parts import PartWriter
 
 if TYPE_CHECKING:
@@ -461,6 +463,31 @@ class SwiftStore:
             raise self.error("check", self.container, exc) from None
         self._container_checked = True
 
+    def inventory(self, prefix: str) -> Iterator[StoredObject]:
+        """The listing's sizes (a large object's manifest counts as its own small size)."""
+        from swiftclient.exceptions import ClientException
+
+        container = self.container_for(prefix)
+        marker = ""
+        while True:
+            try:
+                _headers, items = self._connector.get().get_container(
+                    container, prefix=prefix, marker=marker, limit=self.list_page
+                )
+            except ClientException as exc:
+                if exc.http_status == 404 and container != self.container:
+                    return
+                raise self.error("list", prefix, exc) from None
+            except Exception as exc:
+                raise self.error("list", prefix, exc) from None
+            if not items:
+                return
+            for item in items:
+                when = datetime.datetime.fromisoformat(str(item["last_modified"]))
+                modified = when.replace(tzinfo=datetime.timezone.utc).timestamp()
+                yield StoredObject(str(item["name"]), int(item["bytes"]), modified)
+            marker = str(items[-1]["name"])
+
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         from swiftclient.exceptions import ClientException
 
@@ -716,7 +743,7 @@ class _SwiftBackend:
         conditional_head=True,
         ranged_reads=True,
         presigned_urls=False,
-        delete=False,
+        delete=True,
     )
     # Swift's daemons kept their state under the S3 kind's name before plugins existed.
     state_key = "S3"

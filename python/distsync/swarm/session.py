@@ -36,7 +36,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from distsync.errors import DistsyncError, FormatError, IntegrityError, SwarmError
+from distsync.errors import (
+    ContentGoneError,
+    DistsyncError,
+    FormatError,
+    IntegrityError,
+    NotFoundError,
+    StorageError,
+    SwarmError,
+)
 from distsync.manifest import Version
 from distsync.storage.base import Presigner, Store
 from distsync.swarm.arriving import ArrivingCiphertext
@@ -195,6 +203,15 @@ class Swarm:
 
         if manifest.torrent is None:
             return from_source(store)
+        # One HEAD first: a pruned content (distsync prune) is said at once, rather than
+        # after the swarm's web-seed and stall timeouts. A store that fails otherwise is left
+        # to the swarm, whose peers may have the pieces.
+        try:
+            store.size(manifest.object_key)
+        except NotFoundError:
+            raise ContentGoneError(manifest.name, version.version_id) from None
+        except StorageError as exc:
+            log.debug("cannot check version %s in the store: %s", version.version_id, exc)
         try:
             meta = TorrentMeta.from_manifest(manifest.torrent, manifest.object_size)
         except FormatError as exc:

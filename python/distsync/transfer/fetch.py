@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from distsync.crypto import stream
-from distsync.errors import DistsyncError, IntegrityError
+from distsync.errors import ContentGoneError, DistsyncError, IntegrityError, NotFoundError
 from distsync.fsutil import PART_SUFFIX, atomic_output
 from distsync.manifest import Version
 
@@ -109,7 +109,11 @@ def fetch_version(
         raise IntegrityError(
             f"version {version.version_id}: unsupported format {manifest.format!r}"
         )
-    actual_size = store.size(key)
+    try:
+        actual_size = store.size(key)
+    except NotFoundError:
+        # The log entry is genuine (it opened), so the content was deleted: pruned.
+        raise ContentGoneError(manifest.name, version.version_id) from None
     expected = stream.ciphertext_size(manifest.size, manifest.chunk_size)
     if actual_size != manifest.object_size or expected != manifest.object_size:
         raise IntegrityError(
