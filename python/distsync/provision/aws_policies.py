@@ -190,24 +190,20 @@ def build_policies(
                 # New artifacts: single PUT or multipart (CreateMultipartUpload, UploadPart and
                 # CompleteMultipartUpload are all s3:PutObject), plus cleaning up its own
                 # failed uploads. No GetObject here: the uploader cannot read artifacts back.
-                "Sid": "WriteArtifacts",
+                # DeleteObject is retention (`distsync prune`, `upload --keep`): an uploader
+                # can publish already, so deleting what it published adds no power over the
+                # fleet; it cannot touch the log, the marker, the store record or the servers'
+                # records, and cannot delete object versions (s3:DeleteObjectVersion), so a
+                # versioned bucket keeps what it pruned. (One statement, not two: IAM allows
+                # 2,048 characters of inline policy per user, and long prefixes need them.)
+                "Sid": "WriteAndPruneArtifacts",
                 "Effect": "Allow",
                 "Action": [
                     "s3:PutObject",
                     "s3:AbortMultipartUpload",
                     "s3:ListMultipartUploadParts",
+                    "s3:DeleteObject",
                 ],
-                "Resource": keys("objects/*"),
-            },
-            {
-                # Retention (`distsync prune`, `upload --keep`): delete contents, and nothing
-                # else. An uploader can publish already, so deleting what it published adds
-                # no power over the fleet; it cannot touch the log, the marker, the store
-                # record or the servers' records, and cannot delete object versions
-                # (s3:DeleteObjectVersion), so a versioned bucket keeps what it pruned.
-                "Sid": "PruneArtifacts",
-                "Effect": "Allow",
-                "Action": "s3:DeleteObject",
                 "Resource": keys("objects/*"),
             },
             append_to_log,
