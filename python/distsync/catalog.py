@@ -1,9 +1,17 @@
-"""The global log of manifests: append (claim the next sequence number) and read it back.
+"""The global log of manifests: append (claim a place) and read it back.
+
+Two layouts, chosen per store by the store record's ``atomic_create`` capability
+(``distsync.logorder``): where the store's create-if-absent is atomic an uploader claims the
+next free sequence number with it; where it is not (native Swift, Swift's S3 API), every
+uploader writes a key of its own (``log/<seq>-<tag>``), confirms that the store lists it close
+enough to the log's end for every reader's look-back window to reach it, and claims again if
+not. A store without a record keeps the atomic layout.
 
 Reading costs work in proportion to what is new: the store lists only keys after the last
-sequence number a reader has seen. The marker's content is a hint of the newest number for
-uploaders. It is not trusted: a hint is used only when it is a 20-digit number whose log entry
-opens as a genuine manifest, so a forged one costs at most a longer listing.
+entry a reader has seen (on the tagged layout, after its look-back floor). The marker's
+content is a hint of the newest entry for uploaders. It is not trusted: a hint is used only
+when it names a log entry that opens as a genuine manifest, so a forged one costs at most a
+longer listing.
 """
 
 from __future__ import annotations
@@ -11,18 +19,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+import secrets
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from distsync.config import Config
 from distsync.errors import (
+    AccessDeniedError,
     IntegrityError,
     NotFoundError,
     StorageError,
     UnknownArtifactError,
     UsageError,
 )
-from distsync.layout import MAX_SEQ, SEQ_DIGITS, Layout
+from distsync.layout import MAX_SEQ, Layout
+from distsync.logorder import (
+    LOOK_BACK,
+    TAG_BITS,
+    claim_reaches_readers,
+    is_position,
+    listing_floor,
+    parse_version_id,
+    position,
+    seq_of,
+)
 from distsync.manifest import Manifest, Version, check_manifest, open_manifest, seal_manifest
 from distsync.storage.base import Store
 from distsync.store_record import StoreRecord, verify_store
@@ -32,15 +53,32 @@ __all__ = ["Catalog", "Rejected"]
 log = logging.getLogger(__name__)
 
 _MAX_CLAIM_ATTEMPTS = 1000
+# Tagged layout: claims of one upload when the log keeps moving past its window (each stays
+# in the log as an older version of the same content), and how long the store may take to
+# list a new entry before the upload stops waiting for it.
+_MAX_TAGGED_CLAIMS = 8
+_LISTED_WITHIN = 60.0
 
 
 @dataclass(frozen=True)
 class Rejected:
     """A log entry that failed verification; readers skip it and say so."""
 
-    seq: int
+    seq: int  # its position (logorder)
     key: str
     reason: str
+
+
+class _Claim:
+    """What an append has stored so far: whether its failure may remove the content."""
+
+    def __init__(self) -> None:
+        self.stored = False  # a log entry of this upload is in the store
+        self.unsure = False  # a write failed and whether it landed is unknown
+
+    @property
+    def nothing_stored(self) -> bool:
+        return not (self.stored or self.unsure)
 
 
 class Catalog:
@@ -64,6 +102,17 @@ class Catalog:
         store, layout = open_store(cfg), Layout(cfg.prefix)
         return cls(store, layout, cfg.secret, verify_store(store, layout, cfg.secret))
 
+    @property
+    def tagged(self) -> bool:
+        """Whether writers use the tagged layout: the store record says the store's
+        create-if-absent is not atomic. Readers read both layouts either way."""
+        return self.record is not None and not self.record.capability("atomic_create")
+
+    @property
+    def look_back(self) -> int:
+        """Sequence numbers below its cursor a reader lists again (0: none)."""
+        return LOOK_BACK if self.tagged else 0
+
     # -- writing ------------------------------------------------------------------------
 
     def _hint(self) -> int:
@@ -73,39 +122,145 @@ class Catalog:
         except (NotFoundError, ValueError, RecursionError):
             return 0
         hint = raw.get("latest") if isinstance(raw, dict) else None
-        if isinstance(hint, bool) or not isinstance(hint, int) or not 0 < hint <= MAX_SEQ:
+        if not is_position(hint) or hint == 0:
             return 0
         try:
             self.read(hint)
         except (IntegrityError, NotFoundError):
-            log.debug("the marker's hint %d is not a genuine log entry; listing the log", hint)
+            log.debug("the marker's hint %s is not a genuine log entry; listing the log", hint)
             return 0
         return hint
 
-    def _last_seq_from(self, seq: int) -> int:
-        """The highest number any log key after ``seq`` holds: genuine or not, it is taken."""
-        last = seq
-        for found in self.log_seqs_after(seq):
-            last = max(last, found)
+    def _last_seq_from(self, after: int) -> int:
+        """The highest sequence number of any log key after position ``after``: genuine or
+        not, it is taken."""
+        last = seq_of(after)
+        for found in self.log_seqs_after(after):
+            last = max(last, seq_of(found))
         return last
 
-    def append(self, manifest: Manifest) -> Version:
-        """Claim the next free sequence number for ``manifest`` and announce it."""
-        check_manifest(manifest, self.layout.objects_prefix)
-        seq = self._last_seq_from(self._hint()) + 1
+    def _next_seq(self, after: int) -> int:
+        seq = self._last_seq_from(after) + 1
+        if seq > MAX_SEQ:
+            # A longer key would be invisible to every reader: never claim one.
+            raise StorageError(
+                f"{self.store.description}: no log sequence number is free after "
+                f"{self.layout.log_key(MAX_SEQ)} (remove that entry if it is not genuine)"
+            )
+        return seq
+
+    def append(self, manifest: Manifest, *, undo: Callable[[], None] | None = None) -> Version:
+        """Claim a place in the log for ``manifest`` and announce it.
+
+        When the claim fails and no entry is in the store, ``undo`` runs before the error is
+        raised: the upload removes the content it stored, which nothing refers to. When a
+        write failed in a way that leaves unknown whether it landed, the content stays (an
+        entry may refer to it).
+        """
+        claim = _Claim()
+        try:
+            check_manifest(manifest, self.layout.objects_prefix)
+            if self.tagged:
+                return self._append_tagged(manifest, claim)
+            return self._append_atomic(manifest, claim)
+        except BaseException:
+            if undo is not None and claim.nothing_stored:
+                undo()
+            raise
+
+    def _write(self, claim: _Claim, key: str, data: bytes, *, exclusive: bool) -> bool:
+        """Store one log entry; False when ``exclusive`` and the key was taken."""
+        claim.unsure = True
+        try:
+            if exclusive:
+                created = self.store.create(key, data)
+            else:
+                self.store.put(key, data)
+                created = True
+        except AccessDeniedError:
+            claim.unsure = False  # refused outright: nothing was stored
+            raise
+        except StorageError:
+            landed = self._landed(key, data)
+            if landed is None:
+                raise  # the content stays: an entry may refer to it
+            claim.unsure = False
+            if not landed:
+                raise
+            log.info("%s: writing %s failed, but it landed", self.store.description, key)
+            created = True
+        claim.unsure = False
+        claim.stored = claim.stored or created
+        return created
+
+    def _landed(self, key: str, data: bytes) -> bool | None:
+        """After a failed write: whether ``key`` holds exactly ``data`` (the body holds fresh
+        random IVs, so then this write landed and only its answer was lost). None when the
+        store does not tell."""
+        try:
+            return self.store.get(key, limit=len(data)) == data
+        except NotFoundError:
+            return False
+        except (StorageError, IntegrityError):
+            return None
+
+    def _append_atomic(self, manifest: Manifest, claim: _Claim) -> Version:
+        """The next free sequence number, claimed with a create-if-absent."""
+        seq = self._next_seq(self._hint())
         for _attempt in range(_MAX_CLAIM_ATTEMPTS):
-            if seq > MAX_SEQ:
-                # A longer key would be invisible to every reader: never claim one.
-                raise StorageError(
-                    f"{self.store.description}: no log sequence number is free after "
-                    f"{self.layout.log_key(MAX_SEQ)} (remove that entry if it is not genuine)"
-                )
             key = self.layout.log_key(seq)
-            if self.store.create(key, seal_manifest(self._secret, key, manifest)):
+            if self._write(claim, key, seal_manifest(self._secret, key, manifest), exclusive=True):
                 self.announce(seq)
                 return Version(seq, key, manifest)
-            seq = self._last_seq_from(seq) + 1  # lost a race: someone else took it
+            seq = self._next_seq(seq)  # lost a race: someone else took it
         raise StorageError(f"could not claim a log entry after {_MAX_CLAIM_ATTEMPTS} attempts")
+
+    def _append_tagged(self, manifest: Manifest, claim: _Claim) -> Version:
+        """A key of this upload's own after the log's end, listed within every reader's
+        look-back window (``logorder.claim_reaches_readers``)."""
+        after = self._hint()
+        for _attempt in range(_MAX_TAGGED_CLAIMS):
+            pos = position(self._next_seq(after), secrets.randbits(TAG_BITS))
+            key = self.layout.log_key(pos)
+            self._write(claim, key, seal_manifest(self._secret, key, manifest), exclusive=False)
+            newest = self._newest_seq_once_listed(pos)
+            if newest is None or claim_reaches_readers(pos, newest, LOOK_BACK):
+                self.announce(pos)
+                return Version(pos, key, manifest)
+            log.warning(
+                "%s: the log moved %d entries past %s while it was written; claiming again",
+                self.store.description,
+                newest - seq_of(pos),
+                key,
+            )
+            after = position(newest)
+        raise StorageError(
+            f"{self.store.description}: the log moved more than {LOOK_BACK} entries past "
+            f"each of {_MAX_TAGGED_CLAIMS} claims of this upload; try again"
+        )
+
+    def _newest_seq_once_listed(self, pos: int) -> int | None:
+        """Wait until the store lists the entry at ``pos``; then the highest sequence number
+        that listing holds. None (with a warning) if it is not listed in time."""
+        key = self.layout.log_key(pos)
+        deadline = time.monotonic() + _LISTED_WITHIN
+        delay = 0.05
+        while True:
+            positions = list(self.log_seqs_from(seq_of(pos)))
+            if pos in positions:
+                return max(seq_of(p) for p in positions)
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "%s has not listed the new log entry %s after %.0f s; servers find it "
+                    "once it is listed, if fewer than %d uploads follow it meanwhile",
+                    self.store.description,
+                    key,
+                    _LISTED_WITHIN,
+                    LOOK_BACK,
+                )
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def announce(self, seq: int) -> None:
         """Rewrite the marker so that pollers see a new version tag."""
@@ -115,8 +270,8 @@ class Catalog:
     # -- reading ------------------------------------------------------------------------
 
     def read(self, seq: int) -> Version:
-        """The genuine manifest at ``seq``: NotFoundError if there is none, IntegrityError
-        if what is there fails verification."""
+        """The genuine manifest at position ``seq``: NotFoundError if there is none,
+        IntegrityError if what is there fails verification."""
         key = self.layout.log_key(seq)
         data = self.store.get(key)
         return Version(
@@ -135,15 +290,30 @@ class Catalog:
         except NotFoundError:
             return None
 
-    def log_seqs_after(self, seq: int) -> Iterator[int]:
-        """The sequence numbers of the log keys after ``seq``, in order (listing only)."""
-        for key in self.store.list_after(self.layout.log_prefix, self.layout.log_key(seq)):
-            found = self.layout.seq_of(key)
+    def _positions(self, start_after: str) -> Iterator[int]:
+        for key in self.store.list_after(self.layout.log_prefix, start_after):
+            found = self.layout.position_of(key)
             if found is not None:
                 yield found
 
+    def log_seqs_after(self, seq: int) -> Iterator[int]:
+        """The positions of the log keys after position ``seq``, in key order (listing
+        only)."""
+        return self._positions(self.layout.log_key(seq))
+
+    def log_seqs_from(self, seq: int) -> Iterator[int]:
+        """The positions of the log keys with sequence number ``seq`` or above."""
+        return self._positions(self.layout.log_listing_start(seq))
+
+    def listing(self, cursor: int) -> Iterator[int]:
+        """What a reader whose cursor is at ``cursor`` lists: the keys after it, and on the
+        tagged layout also those of its look-back window (``logorder.listing_floor``)."""
+        if self.look_back:
+            return self.log_seqs_from(listing_floor(cursor, self.look_back))
+        return self.log_seqs_after(cursor)
+
     def entries_after(self, seq: int) -> Iterator[Version | Rejected]:
-        """Every log entry after ``seq``, oldest first; bad ones as ``Rejected``."""
+        """Every log entry after position ``seq``, in key order; bad ones as ``Rejected``."""
         for found in self.log_seqs_after(seq):
             entry = self.read_entry(found)
             if entry is not None:
@@ -151,29 +321,39 @@ class Catalog:
 
     def versions(self) -> list[Version]:
         """All genuine versions, newest first."""
-        found = [entry for entry in self.entries_after(0) if isinstance(entry, Version)]
+        found = []
+        for pos in self.log_seqs_from(0):
+            entry = self.read_entry(pos)
+            if isinstance(entry, Version):
+                found.append(entry)
         return sorted(found, key=lambda version: version.seq, reverse=True)
 
     def newest(self, name: str) -> Version:
         """The newest genuine version of ``name``: the log is listed whole (keys only) and
         read from its end, so a name uploaded recently costs a few reads, not one per entry."""
-        for seq in reversed(list(self.log_seqs_after(0))):
-            entry = self.read_entry(seq)
+        for pos in sorted(self.log_seqs_from(0), reverse=True):
+            entry = self.read_entry(pos)
             if isinstance(entry, Version) and entry.manifest.name == name:
                 return entry
         raise UnknownArtifactError(f"no artifact named {name!r} in {self.store.description}")
 
     def find(self, name: str, version_id: str) -> Version:
-        if not (version_id.isascii() and version_id.isdigit() and len(version_id) <= SEQ_DIGITS):
+        pos = parse_version_id(version_id)
+        if pos is None:
             raise UsageError(
-                f"{version_id!r} is not a version id (version ids are the numbers "
-                "`distsync list` shows)"
+                f"{version_id!r} is not a version id (version ids are what `distsync list` "
+                "shows, e.g. 42 or 42.9f3ac2e07b5d)"
             )
         try:
-            version = self.read(int(version_id))
+            version = self.read(pos)
         except NotFoundError:
+            looks = (
+                " (version ids on this store look like 42.9f3ac2e07b5d)"
+                if self.tagged and pos <= MAX_SEQ
+                else ""
+            )
             raise UnknownArtifactError(
-                f"no version {version_id} in {self.store.description}"
+                f"no version {version_id} in {self.store.description}{looks}"
             ) from None
         if version.manifest.name != name:
             raise UnknownArtifactError(

@@ -29,6 +29,7 @@ from distsync.config import Config, default_config_path, load_config
 from distsync.crypto import codec
 from distsync.errors import DistsyncError, LocalIOError, UsageError
 from distsync.fsutil import ReadErrors, atomic_output, local_io_error
+from distsync.logorder import parse_version_id, version_id
 from distsync.progress import Progress, human_bytes
 from distsync.storage import open_store
 
@@ -193,7 +194,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
             f"{facts['name']}\tversion {facts['version']}\t{facts['size']} bytes"
             f"\tsha256 {facts['sha256']}"
         )
-        uploaded.append((facts["name"], int(facts["version"])))
+        seq = parse_version_id(str(facts["version"]))
+        if seq is not None:  # always: the id this upload (or the last) was given
+            uploaded.append((facts["name"], seq))
         if args.keep is not None:
             _prune_after_upload(cfg, catalog, name, args.keep)
     if args.wait:
@@ -273,9 +276,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     view = read_fleet(cfg, store)
     seq = None
     if args.version is not None:
-        if not args.name or not args.version.isdigit():
-            raise UsageError("--version ID goes with a NAME, and version ids are numbers")
-        seq = int(args.version)
+        seq = parse_version_id(args.version)
+        if not args.name or seq is None:
+            raise UsageError(
+                "--version ID goes with a NAME, and is a version id as `distsync list` shows "
+                "(e.g. 42 or 42.9f3ac2e07b5d)"
+            )
     if args.json:
         print(json.dumps(view.to_json(args.name, seq), indent=2, sort_keys=True))
         return 0
@@ -317,7 +323,7 @@ def _rollout_lines(
         except DistsyncError as exc:  # a halt record that does not verify: say so, go on
             halted = f"rollout unknown: {exc}"
         if halted is not None:
-            lines.append(f"{name} version {seq}: {halted}")
+            lines.append(f"{name} version {version_id(seq)}: {halted}")
     return lines
 
 
@@ -365,13 +371,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not versions:
         print(f"no artifacts in {catalog.store.description}", file=sys.stderr)
         return 0
-    print(f"{'NAME':<32} {'VERSION':>8} {'SIZE':>10}  {'UPLOADED (UTC)':<19}  SHA256")
+    width = max(8, *(len(v.version_id) for v in versions))
+    print(f"{'NAME':<32} {'VERSION':>{width}} {'SIZE':>10}  {'UPLOADED (UTC)':<19}  SHA256")
     for v in versions:
         m = v.manifest
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.uploaded_at))
         print(
-            f"{m.name:<32} {v.version_id:>8} {human_bytes(m.size):>10}  {when:<19}  {m.sha256[:12]}"
-            + ("  (pruned)" if v.seq in gone else "")
+            f"{m.name:<32} {v.version_id:>{width}} {human_bytes(m.size):>10}  {when:<19}  "
+            f"{m.sha256[:12]}" + ("  (pruned)" if v.seq in gone else "")
         )
     return 0
 
@@ -490,8 +497,12 @@ def cmd_rollback_or_resume(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     to = getattr(args, "to", None)
-    if to is not None and not to.isdigit():
-        raise UsageError(f"--to {to!r}: a version id is a number (see `distsync releases`)")
+    position = parse_version_id(to) if to is not None else None
+    if to is not None and position is None:
+        raise UsageError(
+            f"--to {to!r}: not a version id (those `distsync releases` shows, e.g. 42 or "
+            "42.9f3ac2e07b5d)"
+        )
     timeout = args.wait
     if timeout is None:  # a poll, a health check, and time to spare
         timeout = (
@@ -504,7 +515,7 @@ def cmd_rollback_or_resume(args: argparse.Namespace) -> int:
         cfg,
         args.name,
         args.command,
-        int(to) if to is not None else None,
+        position,
         timeout,
         say=lambda line: print(f"distsync: {line}", file=sys.stderr),
     )
@@ -530,7 +541,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     if args.delete_bucket and not args.destroy:
         raise UsageError("--delete-bucket goes with --destroy ID")
-    if args.destroy and args.storage in ("local", "swift"):
+    if args.destroy and args.storage in ("local", "swift", "swift+bittorrent"):
         raise UsageError("--destroy removes an S3 setup's IAM users (not local or swift)")
     if args.destroy:
         destroy = DestroyOptions(
@@ -565,19 +576,28 @@ def cmd_setup(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         profile=args.profile,
         require_conditional_log=args.require_conditional_log,
+        no_iam=args.no_iam,
         record_expiry_days=args.record_expiry_days,
     )
     # Swift: names from flags, secrets from the environment (or a hidden prompt), never argv.
     options.swift = SwiftSetup(auth_url=args.auth_url, daemon_username=args.daemon_user)
     swift_setup_from_environment(options.swift, os.environ)
-    if (args.auth_url or args.daemon_user) and options.storage not in (None, "swift"):
+    if (args.auth_url or args.daemon_user) and options.storage not in (
+        None,
+        "swift",
+        "swift+bittorrent",
+    ):
         raise UsageError("--auth-url and --daemon-user go with --storage swift")
-    if options.record_expiry_days is not None and options.storage == "swift":
+    if options.no_iam and options.storage not in (None, "s3", "s3+bittorrent"):
+        raise UsageError("--no-iam goes with --storage s3")
+    if options.record_expiry_days is not None and options.storage in ("swift", "swift+bittorrent"):
         raise UsageError("--record-expiry-days goes with --storage s3 (it is an S3 lifecycle rule)")
-    if options.setup_id or options.profile or options.prefix or options.record_expiry_days:
+    s3_only = (options.setup_id, options.profile, options.prefix, options.no_iam)
+    if any(s3_only) or options.record_expiry_days:
         if options.storage == "local":
             raise UsageError(
-                "--setup-id, --profile, --prefix and --record-expiry-days go with --storage s3"
+                "--setup-id, --profile, --prefix, --no-iam and --record-expiry-days "
+                "go with --storage s3"
             )
         options.storage = options.storage or "s3"  # these only mean something for S3
     if interactive:
@@ -706,8 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage",
         type=str.lower,
         metavar="STORAGE",
-        help="local, s3, s3+bittorrent, swift, or an installed storage plugin's name "
-        "(distsync --version lists them)",
+        help="local, s3, s3+bittorrent, swift, swift+bittorrent, or an installed storage "
+        "plugin's name (distsync --version lists them)",
     )
     setup.add_argument(
         "--bucket",
@@ -736,6 +756,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the uploader may only create log entries, never overwrite them (the "
         "s3:if-none-match condition; default on for AWS, off with --endpoint)",
+    )
+    s3.add_argument(
+        "--no-iam",
+        action="store_true",
+        help="the endpoint speaks S3 but has no IAM (Swift's S3 API, R2, ...): create the "
+        "bucket if needed and give both configs the keys setup runs with",
     )
     s3.add_argument(
         "--record-expiry-days",

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from distsync import plugins
 from distsync.crypto.secret import InvalidSecret, parse_secret
 from distsync.errors import ConfigError
+from distsync.logorder import parse_version_id, version_id
 from distsync.release.config import ReleaseSpec, parse_releases
 
 if sys.version_info >= (3, 11):
@@ -166,7 +167,7 @@ class Config:
     pins: Mapping[str, str] = field(default_factory=dict)
     # The daemon installs each artifact with its uploaded mode & mode_mask.
     mode_mask: int = 0o777
-    # Storage = "S3+BitTorrent" (docs/bittorrent.md).
+    # Storage = "S3+BitTorrent" or "Swift+BitTorrent" (docs/bittorrent.md).
     torrent_port: int = 6881
     torrent_address: str | None = None
     torrent_seed_seconds: float = 600.0
@@ -184,7 +185,7 @@ class Config:
     metrics_textfile: Path | None = None
     # [[Release]] tables (distsync.release).
     releases: tuple[ReleaseSpec, ...] = ()
-    swift: SwiftCreds | None = None  # Storage = "Swift"
+    swift: SwiftCreds | None = None  # Storage = "Swift" or "Swift+BitTorrent"
     # [Plugin.<name>] tables, each checked by its plugin (distsync.plugins).
     plugin_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -329,12 +330,16 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
             raise fail("Uploader", "must be at most 255 bytes, with no control characters")
         values["uploader"] = uploader
     if "Pin" in raw:
+        pins: dict[str, str] = {}
         for name, version in raw["Pin"].items():
-            if not (isinstance(version, str) and version.isascii() and version.isdigit()):
-                raise fail(f"Pin.{name}", 'must be a version id from `distsync list`, e.g. "42"')
-            if len(version) > 20:
-                raise fail(f"Pin.{name}", "is longer than any version id (20 digits at most)")
-        values["pins"] = {name: str(int(version)) for name, version in raw["Pin"].items()}
+            position = parse_version_id(version) if isinstance(version, str) else None
+            if position is None:
+                raise fail(
+                    f"Pin.{name}",
+                    'must be a version id from `distsync list`, e.g. "42" or "42.9f3ac2e07b5d"',
+                )
+            pins[name] = version_id(position)  # canonical: "042" pins "42"
+        values["pins"] = pins
     if "ModeMask" in raw:
         if not 0 <= raw["ModeMask"] <= 0o7777:
             raise fail("ModeMask", "must be a file mode mask from 0 to 0o7777, e.g. 0o777")

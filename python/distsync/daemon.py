@@ -1,8 +1,9 @@
 """``distsync daemon``: notice new artifacts, fetch, verify, place atomically, run the hook.
 
 One cycle: a cheap conditional check of the marker; if it changed (or a retry, pin or missing
-file needs it), list the log after the last sequence number seen, verify the new manifests,
-let ``plan_installs`` decide, and install. State is saved after every install, so a restart
+file needs it), list the log after the last entry seen (on a store without atomic create,
+from a look-back window below it: ``distsync.logorder``), verify the new manifests, let
+``plan_installs`` decide, and install. State is saved after every install, so a restart
 never downloads twice and never goes back to an older version.
 """
 
@@ -39,6 +40,7 @@ from distsync.fsutil import local_io_error
 from distsync.heartbeat import Heartbeat
 from distsync.hooks import run_hook
 from distsync.layout import Layout
+from distsync.logorder import SeenWindow, parse_version_id, version_id
 from distsync.manifest import Manifest, Version
 from distsync.release.manager import Releases
 from distsync.release.state import ActivationOutcome
@@ -99,6 +101,8 @@ class Daemon:
         # Presigning is local (no request), so the swarm's web seed uses the store directly.
         presigns = backend.capabilities.presigned_urls
         self._presigner = cast(Presigner, store) if presigns else None
+        # Swift's presign takes its TempURL from the store record (store_record.TempUrlGrant).
+        self._use_temp_url = getattr(store, "use_temp_url", None)
         self.store = InterruptibleStore(self.counted, self._store_calls_end, on_answer=self._moved)
         self.output_dir = cfg.require_output_dir()
         self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret)
@@ -256,6 +260,11 @@ class Daemon:
                 log.warning("cannot read the store record: %s", exc)
                 return
         self._store_checked = True
+        if record is not None:
+            # Which log layout this store's uploads write; kept when the record goes missing.
+            self.catalog.record = record
+            if self._use_temp_url is not None:
+                self._use_temp_url(record.temp_url)
         if record is None:
             if state.store_id is not None:
                 self._say_once(
@@ -284,7 +293,12 @@ class Daemon:
         found: list[Version] = []
         handled: set[int] = set()
         retries = _RETRIES_PER_CYCLE  # rejected entries read again, at most, this cycle
-        for seq in self.catalog.log_seqs_after(state.last_seq):
+        # On the tagged layout the listing starts below the cursor; what was read there before
+        # is skipped (logorder.SeenWindow). On the atomic layout it starts after the cursor.
+        window = SeenWindow(self.catalog.look_back, set(state.seen))
+        for seq in self.catalog.listing(state.last_seq):
+            if not window.is_new(seq):
+                continue
             if seq in state.rejected:
                 if retries <= 0 or not state.due(seq, now):
                     continue
@@ -301,6 +315,8 @@ class Daemon:
         # is listed again next time, so a genuine entry that later takes a lower number than
         # the junk (once it is removed) is still seen.
         state.last_seq = max([state.last_seq, *(version.seq for version in found)])
+        window.note((version.seq for version in found), state.last_seq)
+        state.seen = sorted(window.seen)
         plain = [v for v in found if not self.releases.claims(v.manifest.name)]
         state.note_found(v for v in plain if self.gate.for_me(v.manifest))
         self._note_skipped(state, [v for v in found if not self.gate.for_me(v.manifest)])
@@ -343,22 +359,24 @@ class Daemon:
         if entry is None:
             if previous is not None and previous.name is None:
                 del state.rejected[seq]
-                log.info("log entry %d, which failed verification, is gone", seq)
+                log.info("log entry %s, which failed verification, is gone", version_id(seq))
             return
         if isinstance(entry, Rejected):
             rejection = state.reject(seq, None, now, self.cfg.poll_interval)
             if previous is None:
-                log.warning("ignoring log entry %d: %s", seq, entry.reason)
+                log.warning("ignoring log entry %s: %s", version_id(seq), entry.reason)
             else:
                 log.debug(
-                    "log entry %d still fails verification (%d tries)", seq, rejection.attempts
+                    "log entry %s still fails verification (%d tries)",
+                    version_id(seq),
+                    rejection.attempts,
                 )
             return
         if previous is not None and previous.name is None:
             del state.rejected[seq]
             log.warning(
-                "log entry %d verifies now (%s version %s), after %d failed tries",
-                seq,
+                "log entry %s verifies now (%s version %s), after %d failed tries",
+                version_id(seq),
                 entry.manifest.name,
                 entry.version_id,
                 previous.attempts,
@@ -373,13 +391,14 @@ class Daemon:
             if only_pinned:
                 # Log entries are never deleted: a number the log lacks never was a version.
                 self._unsatisfiable_pins.add(name)
+                vid = version_id(seq)
                 self._say_once(
-                    f"pin {name} = {seq}: the store has no version {seq} (it never existed); "
+                    f"pin {name} = {vid}: the store has no version {vid} (it never existed); "
                     f"{name} stays as it is"
                 )
                 continue
             state.reject(seq, name, now, self.cfg.poll_interval)
-            self._say_once(f"{name} version {seq} is no longer in the store")
+            self._say_once(f"{name} version {version_id(seq)} is no longer in the store")
 
     def _check_pins(self, state: DaemonState, found: list[Version]) -> None:
         """One line for each pin that names another artifact's version, and for each newer
@@ -394,9 +413,9 @@ class Daemon:
                     )
         for name, pin in self.pins.items():
             newest = state.newest.get(name, 0)
-            if newest > int(pin):
+            if newest > (parse_version_id(pin) or 0):
                 self._say_once(
-                    f"{name} version {newest} is held back by the pin to version {pin}",
+                    f"{name} version {version_id(newest)} is held back by the pin to version {pin}",
                     logging.INFO,
                 )
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from distsync import logorder
 from distsync.crypto import stream
 from distsync.errors import FormatError, UsageError
 from distsync.fsutil import PART_SUFFIX
@@ -106,7 +107,10 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Version:
-    """A manifest at its place in the log: ``seq`` orders versions, whatever the clocks say."""
+    """A manifest at its place in the log: ``seq`` orders versions, whatever the clocks say.
+
+    ``seq`` is the entry's position (``distsync.logorder``): its sequence number on the atomic
+    log layout, ``(seq, tag)`` folded into one integer on the tagged one."""
 
     seq: int
     key: str
@@ -114,7 +118,7 @@ class Version:
 
     @property
     def version_id(self) -> str:
-        return str(self.seq)
+        return logorder.version_id(self.seq)
 
     def facts(self) -> dict[str, Any]:
         """What `list --json`, the Ansible modules and logs report about a version."""

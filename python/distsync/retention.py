@@ -32,6 +32,7 @@ from distsync.errors import (
     UnknownArtifactError,
     UsageError,
 )
+from distsync.logorder import parse_version_id
 from distsync.manifest import Version
 from distsync.status.record import ServerStatus
 from distsync.storage.base import Store, StoredObject
@@ -197,8 +198,9 @@ def fleet_protection(cfg: Any, store: Store, now: float) -> dict[int, Protected]
             if item.version is not None:
                 reasons.setdefault(item.version, []).append(f"installed on {server.name}")
         for pin in server.pins.values():
-            if pin.isdigit():
-                reasons.setdefault(int(pin), []).append(f"pinned on {server.name}")
+            pinned = parse_version_id(pin)  # "42", or "42.9f3ac2e07b5d" (logorder)
+            if pinned is not None:
+                reasons.setdefault(pinned, []).append(f"pinned on {server.name}")
     return {seq: Protected(tuple(sorted(set(why)))) for seq, why in reasons.items()}
 
 

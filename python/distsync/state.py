@@ -29,6 +29,7 @@ from pathlib import Path
 
 from distsync.errors import IntegrityError, LocalIOError
 from distsync.fsutil import atomic_output, local_io_error
+from distsync.logorder import parse_version_id
 from distsync.manifest import Version
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Rejection",
     "StateFile",
     "legacy_state_file_names",
+    "pin_position",
     "plan_installs",
     "retry_delay",
     "state_file_name",
@@ -78,7 +80,8 @@ class DaemonState:
     store_id: str | None = None
     # Stores this state followed before: an old record put back is refused, not followed.
     former_stores: list[str] = field(default_factory=list)
-    # The highest genuine log entry seen: listing starts after it.
+    # The highest genuine log entry seen (a position, distsync.logorder): listing starts after
+    # it, or on a store without atomic create at a look-back window below it.
     last_seq: int = 0
     marker_tag: str | None = None
     installed: dict[str, Installed] = field(default_factory=dict)
@@ -87,8 +90,11 @@ class DaemonState:
     # The newest genuine version the log holds for each name, so that a name held back (by a
     # pin since removed, or a deleted file) returns to it without listing the log again.
     newest: dict[str, int] = field(default_factory=dict)
-    # Versions that failed verification, by sequence number: retried with backoff.
+    # Versions that failed verification, by position: retried with backoff.
     rejected: dict[int, Rejection] = field(default_factory=dict)
+    # Tagged log layout: the genuine entries read within the look-back window, so that
+    # listing it again reads only what is new there (logorder.SeenWindow).
+    seen: list[int] = field(default_factory=list)
     # The newest version of each name that is not for this server (distsync.rollout:
     # ``--to`` names none of its groups, or ``Names`` leaves the name out): "not targeted".
     skipped: dict[str, int] = field(default_factory=dict)
@@ -125,7 +131,7 @@ class DaemonState:
         newer than what is installed. A version rejected is wanted again once its retry is due.
         """
         targets = dict(self.newest)
-        targets.update({name: int(pin) for name, pin in pins.items()})
+        targets.update({name: pin_position(pin) for name, pin in pins.items()})
         wanted: dict[str, int] = {}
         for name, target in targets.items():
             current = self.installed.get(name)
@@ -141,7 +147,7 @@ class DaemonState:
             name = rejection.name
             if name is None:
                 continue
-            target = int(pins[name]) if name in pins else self.newest.get(name)
+            target = pin_position(pins[name]) if name in pins else self.newest.get(name)
             if seq != target:
                 del self.rejected[seq]
 
@@ -171,12 +177,21 @@ class DaemonState:
         self.retry.clear()
         self.newest.clear()
         self.rejected.clear()
+        self.seen.clear()
         self.skipped.clear()
         self.held_releases.clear()
         self.installed = {
             name: Installed(0, item.sha256, item.size) for name, item in self.installed.items()
         }
         return True
+
+
+def pin_position(pin: str) -> int:
+    """The log position a Pin's version id names (config.py checked it)."""
+    pos = parse_version_id(pin)
+    if pos is None:
+        raise ValueError(f"{pin!r} is not a version id")
+    return pos
 
 
 def plan_installs(
@@ -265,6 +280,7 @@ class StateFile:
                 retry={name: int(seq) for name, seq in raw.get("retry", {}).items()},
                 newest={name: int(seq) for name, seq in raw.get("newest", {}).items()},
                 rejected=_load_rejected(raw.get("rejected", {})),
+                seen=[int(pos) for pos in raw.get("seen", [])],
                 skipped={name: int(seq) for name, seq in raw.get("skipped", {}).items()},
                 held_releases={
                     int(seq): str(name) for seq, name in raw.get("held_releases", {}).items()

@@ -6,6 +6,16 @@ record (``distsync.sealed``)::
     {"store_id": "<32 hex digits>", "format": 1, "created_at": 1767225600.0,
      "capabilities": {"atomic_create": true}}
 
+``format`` is the oldest reader format that handles the store right: 1 where the store's
+create-if-absent is atomic, 2 where it is not (the tagged log layout, ``distsync.logorder``),
+so that a distsync too old to know that layout refuses the store ("upgrade distsync") rather
+than claiming entries it would lose and overlooking those others write.
+
+A ``Swift+BitTorrent`` store's record also carries ``temp_url``: a Swift TempURL signature
+for GET under the artifacts' prefix (``TempUrlGrant``), which the daemons turn into their
+BitTorrent web seed. Setup signs it with the account's key; the daemons never hold that key,
+which would let them sign any method on any object of the account.
+
 It answers two questions nothing else in the bucket can:
 
 - *Is this config's secret the store's?* A record that does not open means a different
@@ -39,6 +49,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Capability",
     "StoreRecord",
+    "TempUrlGrant",
     "new_store_record",
     "open_store_record",
     "parse_store_record",
@@ -56,7 +67,9 @@ STORE_RECORD = RecordKind(
     noun="store record",
     max_size=16 << 10,
 )
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# What a store needs of its readers: the tagged log layout came with format 2.
+_ATOMIC_LOG_FORMAT = 1
 _STORE_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -84,6 +97,47 @@ CAPABILITIES: dict[str, Capability] = {
 }
 
 
+_HEX_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+_MAX_PATH = 2048
+
+
+@dataclass(frozen=True)
+class TempUrlGrant:
+    """A Swift TempURL signature (``temp_url_prefix``, HMAC-SHA256) allowing GET of every
+    object whose key starts with ``key_prefix`` in the container at ``container_path``."""
+
+    container_path: str  # e.g. /v1/AUTH_acct/distsync-f037e3cfdace
+    key_prefix: str  # e.g. distsync/v3/objects/
+    signature: str
+    expires: int  # Unix time
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "container_path": self.container_path,
+            "key_prefix": self.key_prefix,
+            "signature": self.signature,
+            "expires": self.expires,
+        }
+
+
+def _temp_url_grant(raw: Any) -> TempUrlGrant:
+    if not isinstance(raw, Mapping):
+        raise FormatError("store record: temp_url is not a table")
+    path, prefix = raw.get("container_path"), raw.get("key_prefix")
+    signature, expires = raw.get("signature"), raw.get("expires")
+    texts_ok = all(
+        isinstance(text, str) and text.isprintable() and 0 < len(text) <= _MAX_PATH
+        for text in (path, prefix)
+    )
+    if not texts_ok or not str(path).startswith("/v1/") or not str(prefix).endswith("/"):
+        raise FormatError("store record: temp_url names no container path and key prefix")
+    if not isinstance(signature, str) or not _HEX_SIGNATURE.fullmatch(signature):
+        raise FormatError("store record: temp_url signature is not 64 hex digits")
+    if isinstance(expires, bool) or not isinstance(expires, int) or expires <= 0:
+        raise FormatError("store record: temp_url expires is not a positive integer")
+    return TempUrlGrant(str(path), str(prefix), signature, expires)
+
+
 @dataclass(frozen=True)
 class StoreRecord:
     store_id: str
@@ -91,29 +145,40 @@ class StoreRecord:
     created_at: float
     # Every known capability, defaults filled in for those the record does not name.
     capabilities: Mapping[str, Any] = field(default_factory=dict)
+    temp_url: TempUrlGrant | None = None  # Swift+BitTorrent's web seed
 
     def capability(self, name: str) -> Any:
         return self.capabilities.get(name, CAPABILITIES[name].default)
 
     def body(self) -> dict[str, Any]:
-        return {
+        body = {
             "store_id": self.store_id,
             "format": self.format,
             "created_at": self.created_at,
             "capabilities": dict(self.capabilities),
         }
+        if self.temp_url is not None:
+            body["temp_url"] = self.temp_url.body()
+        return body
 
 
-def new_store_record(created_at: float, capabilities: Mapping[str, Any]) -> StoreRecord:
+def new_store_record(
+    created_at: float,
+    capabilities: Mapping[str, Any],
+    *,
+    temp_url: TempUrlGrant | None = None,
+) -> StoreRecord:
     """A record for a store being created now, with a fresh random id."""
-    return parse_store_record(
-        {
-            "store_id": secrets.token_hex(16),
-            "format": FORMAT_VERSION,
-            "created_at": created_at,
-            "capabilities": dict(capabilities),
-        }
-    )
+    atomic = capabilities.get("atomic_create", CAPABILITIES["atomic_create"].default)
+    body: dict[str, Any] = {
+        "store_id": secrets.token_hex(16),
+        "format": _ATOMIC_LOG_FORMAT if atomic else FORMAT_VERSION,
+        "created_at": created_at,
+        "capabilities": dict(capabilities),
+    }
+    if temp_url is not None:
+        body["temp_url"] = temp_url.body()
+    return parse_store_record(body)
 
 
 def parse_store_record(raw: Mapping[str, Any]) -> StoreRecord:
@@ -143,7 +208,9 @@ def parse_store_record(raw: Mapping[str, Any]) -> StoreRecord:
         if not capability.accepts(value):
             raise FormatError(f"store record: capability {name} has the wrong type")
         capabilities[name] = value
-    return StoreRecord(store_id, version, float(created_at), capabilities)
+    grant = raw.get("temp_url")
+    temp_url = None if grant is None else _temp_url_grant(grant)
+    return StoreRecord(store_id, version, float(created_at), capabilities, temp_url)
 
 
 def seal_store_record(secret: bytes, layout: Layout, record: StoreRecord) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 import time
@@ -14,7 +15,7 @@ from typing import Any, BinaryIO
 from distsync.catalog import Catalog
 from distsync.config import Config
 from distsync.crypto import stream
-from distsync.errors import LocalIOError, UnknownArtifactError, UsageError
+from distsync.errors import DistsyncError, LocalIOError, UnknownArtifactError, UsageError
 from distsync.fsutil import ReadErrors, local_io_error
 from distsync.manifest import Manifest, Version, validate_name
 from distsync.rollout.plan import MAX_GROUPS, MAX_WAVE_WAIT, Rollout, parse_waves
@@ -22,6 +23,8 @@ from distsync.storage.base import ObjectWriter, Store
 from distsync.transfer.api import transfer_method
 
 __all__ = ["UploadOutcome", "check_source", "file_sha256", "upload_file", "upload_if_changed"]
+
+log = logging.getLogger(__name__)
 
 
 def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
@@ -121,8 +124,18 @@ def upload_file(
         except BaseException:
             writer.abort()
             raise
+
+    def remove_content() -> None:
+        """The claim failed and nothing refers to the content: take it back (one line when
+        that fails too, naming what is left)."""
+        try:
+            store.delete(object_key)
+        except DistsyncError as exc:
+            log.warning("could not remove the content of the failed upload: %s", exc)
+
     if result.plaintext_size != info.st_size:
         # The file changed while it was read: refuse to publish a torn artifact.
+        remove_content()
         raise LocalIOError(f"{path} changed size while it was uploaded; try again")
     assert result.plaintext_sha256 is not None  # encrypt_stream hashes unless told not to
     manifest = Manifest(
@@ -139,7 +152,7 @@ def upload_file(
         to=target.to,
         rollout=target.rollout.to_manifest() if target.rollout is not None else None,
     )
-    return catalog.append(manifest)
+    return catalog.append(manifest, undo=remove_content)
 
 
 @dataclass(frozen=True)

@@ -190,12 +190,17 @@ def wait_for(name, version, config="~/.distsync", servers=None, timeout=600):
         salt-call --local distsync.wait_for app.tar.gz 42 servers=6 timeout=900
     """
     from distsync.config import load_config
+    from distsync.logorder import parse_version_id
     from distsync.status import wait_for_upload
     from distsync.storage import open_store
 
     _check_wait(servers, timeout)
-    if not str(version).isdigit():
-        raise CommandExecutionError(f"distsync.wait_for: version ids are numbers, not {version!r}")
+    seq = parse_version_id(str(version))
+    if seq is None:
+        raise CommandExecutionError(
+            "distsync.wait_for: a version id is what `distsync list` shows (e.g. 42 or "
+            f"42.9f3ac2e07b5d), not {version!r}"
+        )
 
     def action():
         cfg = load_config(_path(config))
@@ -203,7 +208,7 @@ def wait_for(name, version, config="~/.distsync", servers=None, timeout=600):
             cfg,
             open_store(cfg),
             name,
-            int(version),
+            seq,
             servers=None if servers is None else int(servers),
             timeout=float(timeout),
         )
@@ -234,16 +239,18 @@ def status(name=None, config="~/.distsync", version=None):
         salt-call --local distsync.status name=app.tar.gz
     """
     from distsync.config import load_config
+    from distsync.logorder import parse_version_id
     from distsync.status import read_fleet
     from distsync.storage import open_store
 
     seq = None
     if version is not None:
-        if name is None or not str(version).isdigit():
+        seq = parse_version_id(str(version))
+        if name is None or seq is None:
             raise CommandExecutionError(
-                "distsync.status: version goes with a name, and version ids are numbers"
+                "distsync.status: version goes with a name, and is a version id as "
+                "`distsync list` shows (e.g. 42 or 42.9f3ac2e07b5d)"
             )
-        seq = int(version)
 
     def action():
         cfg = load_config(_path(config))

@@ -18,6 +18,7 @@ from distsync.errors import (
     UsageError,
 )
 from distsync.layout import MAX_SEQ, Layout
+from distsync.logorder import position
 from distsync.manifest import (
     MAX_NAME_BYTES,
     Manifest,
@@ -152,7 +153,13 @@ def test_no_sequence_number_past_twenty_digits_is_ever_claimed(catalog: Catalog)
     with pytest.raises(StorageError, match="no log sequence number is free"):
         catalog.append(manifest())
     with pytest.raises(ValueError):
-        catalog.layout.log_key(MAX_SEQ + 1)
+        position(MAX_SEQ + 1)
+    with pytest.raises(ValueError):
+        position(MAX_SEQ + 1, 0)
+    # The highest position of either layout still has 20 digits.
+    assert catalog.layout.log_key(position(MAX_SEQ, (1 << 48) - 1)).endswith(
+        f"/{MAX_SEQ}-ffffffffffff"
+    )
 
 
 def test_newest_reads_the_log_from_its_end(catalog: Catalog) -> None:

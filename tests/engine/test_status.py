@@ -14,6 +14,7 @@ import pytest
 from distsync.config import load_config
 from distsync.crypto.secret import generate_secret, parse_secret
 from distsync.errors import ConfigError, FleetError, FormatError, IntegrityError
+from distsync.logorder import position
 from distsync.manifest import Manifest, Version
 from distsync.node import load_node_id, node_id_of
 from distsync.release.state import ActivationOutcome
@@ -232,6 +233,23 @@ def test_json_is_stable_and_names_versions_as_ids() -> None:
     assert web["artifacts"]["db.tar"]["marks"] == ["pinned"]
     app = next(a for a in shown["artifacts"] if a["name"] == APP)
     assert (app["version"], app["installed"], app["failed"]) == ("5", ["srv-1"], {"web-1": "bad"})
+
+
+def test_versions_of_the_tagged_log_are_shown_and_compared_as_ids() -> None:
+    """On a store without atomic create, versions are positions like 41.9f3ac2e07b5d."""
+    old, new = position(41, 0x9F3AC2E07B5D), position(41, 0xA00000000000)
+    pinned = server(2, pins={APP: "41.9f3ac2e07b5d"}, artifacts=has(old))
+    waiting = server(3, pins={APP: "41.9f3ac2e07b5d"}, artifacts=has(None))
+    view = FleetView([server(1, artifacts=has(old)), pinned, waiting], NOW)
+    assert view.summary(APP, new).startswith(f"0 of 3 servers have {APP} version 41.a00000000000")
+    standings = {s.label: s for s in view.standings(APP, new)}
+    assert standings["srv-1"].detail == "has version 41.9f3ac2e07b5d"
+    assert standings["srv-2"].state == "pinned"  # the pin names the old version, by its id
+    assert view.standing(pinned, APP, old).state == "installed"
+    assert view.standing(waiting, APP, old).state == "behind"  # pinned to this very version
+    shown = view.to_json(APP, new)
+    assert shown["servers"][0]["artifacts"][APP]["version"] == "41.9f3ac2e07b5d"
+    assert shown["artifacts"][0]["version"] == "41.a00000000000"
 
 
 # -- the reporter's write rule ---------------------------------------------------------------

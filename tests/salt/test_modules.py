@@ -349,13 +349,13 @@ def test_status_and_wait_with_a_real_daemon(minion: Minion, store: Path, tmp_pat
         assert proc.returncode != 0
         assert "wait_servers must be at least 1" in proc.stdout + proc.stderr
 
-        # status counts the version asked for; a version needs a name and is a number.
+        # status counts the version asked for; a version needs a name and is a version id.
         shown = minion.call("distsync.status", "name=app.bin", "version=1", f"config={store}")
         assert [a["version"] for a in shown["artifacts"]] == ["1"]
         for args in (["version=1"], ["name=app.bin", "version=latest"]):
             proc = minion.run("distsync.status", *args, f"config={store}")
             assert proc.returncode != 0
-            assert "version goes with a name, and version ids are numbers" in proc.stderr
+            assert "version goes with a name, and is a version id" in proc.stderr
 
         # Bad wait options are refused before anything is uploaded, by the module and the state.
         src.write_bytes(os.urandom(50_000))

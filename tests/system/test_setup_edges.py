@@ -106,7 +106,9 @@ def test_wrong_answers_on_a_local_setup_are_asked_again_at_once(
     child.expect_exact(STORAGE)
     child.sendline("s4")
     expect_first(
-        child, "'s4' is not a storage: answer local, s3, s3+bittorrent or swift", "AWS region"
+        child,
+        "'s4' is not a storage: answer local, s3, s3+bittorrent, swift or swift+bittorrent",
+        "AWS region",
     )
     child.expect_exact(STORAGE)
     child.sendline("local")

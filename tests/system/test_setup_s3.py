@@ -467,6 +467,10 @@ def test_uploader_can_write_artifacts_append_to_the_log_and_announce(
     )
     dropped = s3.create_multipart_upload(Bucket=b, Key=PREFIX + "objects/dropped")["UploadId"]
     s3.abort_multipart_upload(Bucket=b, Key=PREFIX + "objects/dropped", UploadId=dropped)
+    # Taking back the content of an upload whose log claim failed.
+    s3.delete_object(Bucket=b, Key=PREFIX + "objects/big")
+    root = server.client("s3")
+    assert _error(lambda: root.head_object(Bucket=b, Key=PREFIX + "objects/big"))[0] == 404
     # The log: claim an entry with a conditional create, read entries back, list after a key.
     entry = PREFIX + "log/00000000000000000002"
     s3.put_object(Bucket=b, Key=entry, Body=b"manifest", IfNoneMatch="*")
@@ -999,8 +1003,10 @@ def test_destroy_removes_users_keys_and_policies_then_the_bucket(
 
     second = run_cli(tmp_path, *destroy, "--delete-bucket", keys=admin)
     assert second.returncode == 0, second.stderr
-    # Three versions of the marker, and the store record setup wrote.
-    assert f"removed bucket {done.bucket} and 4 object version(s)" in second.stdout
+    # Three versions of the marker and the store record setup wrote, and the versions and
+    # delete markers of the keys setup's probe of the conditional create raced for.
+    removed = re.search(rf"removed bucket {done.bucket} and (\d+) object version", second.stdout)
+    assert removed is not None and int(removed[1]) > 4, second.stdout
     assert _leftovers(server, done.setup_id) == []
     third = run_cli(tmp_path, *destroy, "--delete-bucket", keys=admin)
     assert third.returncode == 0 and "removed: nothing" in third.stdout

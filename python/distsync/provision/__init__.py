@@ -6,6 +6,7 @@ The entry points the CLI and the Ansible module call are here; the layers are in
 - ``configs``: the pair of 0600 configs, never silently overwritten, and the prompts;
 - ``local``: ``Storage = "Local"``, a directory plays the bucket;
 - ``s3``: ``--storage s3``, the flow from the AWS steps to the configs, and ``--destroy``;
+- ``s3_plain``: ``--storage s3 --no-iam``, a store that speaks S3 but has no IAM;
 - ``swift``: ``--storage swift``, the containers, their ACLs and the configs;
 - ``aws_policies``: names, validation and the IAM policies (pure, no boto3);
 - ``aws_client``: the boto3 clients and one short error per failed call;

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from distsync.errors import DistsyncError, StorageError, UsageError
@@ -45,6 +45,7 @@ class AwsClients:
     region: str
     endpoint: str | None = None
     credential_source: str = "unknown"
+    credentials: Any = field(default=None, repr=False)  # botocore's, for --no-iam
 
 
 def connect(region: str, endpoint: str | None = None, profile: str | None = None) -> AwsClients:
@@ -91,6 +92,7 @@ def connect(region: str, endpoint: str | None = None, profile: str | None = None
         region=region,
         endpoint=endpoint,
         credential_source=str(getattr(credentials, "method", "unknown")),
+        credentials=credentials,
     )
 
 

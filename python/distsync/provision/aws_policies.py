@@ -190,6 +190,7 @@ def build_policies(
                 # New artifacts: single PUT or multipart (CreateMultipartUpload, UploadPart and
                 # CompleteMultipartUpload are all s3:PutObject), plus cleaning up its own
                 # failed uploads. No GetObject here: the uploader cannot read artifacts back.
+                # DeleteObject also removes the content of an upload whose log claim failed.
                 # DeleteObject is retention (`distsync prune`, `upload --keep`): an uploader
                 # can publish already, so deleting what it published adds no power over the
                 # fleet; it cannot touch the log, the marker, the store record or the servers'
@@ -350,6 +351,14 @@ def setup_admin_policy(partition: str = "aws") -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": ["s3:GetObject", "s3:PutObject"],
                 "Resource": buckets + "/*/store",
+            },
+            {
+                # The conditional-create probe (storage/probe.py): racing creates of fresh
+                # keys under {prefix}probe/, read back and removed again.
+                "Sid": "ProbeConditionalCreate",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Resource": buckets + "/*probe/*",
             },
         ],
     }

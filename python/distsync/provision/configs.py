@@ -34,7 +34,7 @@ __all__ = [
     "write_pair",
 ]
 
-STORAGES = ("local", "s3", "s3+bittorrent", "swift")
+STORAGES = ("local", "s3", "s3+bittorrent", "swift", "swift+bittorrent")
 REGIONS = (
     "us-east-1",
     "us-east-2",
@@ -92,7 +92,7 @@ def fill_in_interactively(
             options.bucket = prompt(
                 "Directory that plays the bucket", DEFAULT_LOCAL_BUCKET, _directory_answer
             )
-    elif options.storage == "swift":
+    elif options.storage.startswith("swift"):
         _fill_in_swift(options, prompt, ask_secret)
     elif options.storage not in STORAGES:
         # A storage plugin (docs/plugins.md): where its store is is all setup asks.
@@ -106,7 +106,7 @@ def fill_in_interactively(
             options.endpoint = (
                 prompt("S3 endpoint URL (empty for AWS)", "", _endpoint_answer) or None
             )
-        if options.setup_id is None:
+        if options.setup_id is None and not options.no_iam:
             tell(
                 "The setup id names the bucket (distsync-ID) and the two IAM users "
                 "(distsync-ID-uploader, distsync-ID-daemon); keep it to re-run or remove them."
@@ -127,7 +127,10 @@ def _nonempty(answer: str) -> str:
 def _storage_answer(answer: str) -> str:
     storage = answer.lower()
     if storage not in STORAGES:
-        raise UsageError(f"{answer!r} is not a storage: answer local, s3, s3+bittorrent or swift")
+        raise UsageError(
+            f"{answer!r} is not a storage: answer local, s3, s3+bittorrent, swift or "
+            "swift+bittorrent"
+        )
     return storage
 
 

@@ -11,15 +11,19 @@ from distsync.crypto.secret import generate_secret
 from distsync.fsutil import local_io_error
 from distsync.layout import Layout
 from distsync.provision.configs import refuse_overwrite
-from distsync.provision.options import DEFAULT_LOCAL_BUCKET, SetupOptions, SetupResult
-from distsync.provision.record import refuse_existing_store, write_configs_and_record
+from distsync.provision.options import DEFAULT_LOCAL_BUCKET, Say, SetupOptions, SetupResult
+from distsync.provision.record import (
+    probe_capabilities,
+    refuse_existing_store,
+    write_configs_and_record,
+)
 from distsync.storage.local import LocalStore
 
 __all__ = ["local_in_place", "run_local_setup"]
 
 
 def run_local_setup(
-    options: SetupOptions, upload_path: Path, daemon_path: Path, output_dir: str
+    options: SetupOptions, upload_path: Path, daemon_path: Path, output_dir: str, say: Say
 ) -> SetupResult:
     refuse_overwrite(options, upload_path, daemon_path)
     bucket = str(Path(os.path.expanduser(options.bucket or DEFAULT_LOCAL_BUCKET)).absolute())
@@ -35,12 +39,13 @@ def run_local_setup(
         "Storage": "Local",
     }
     daemon = dict(uploader, OutputDir=output_dir)
-    # A directory's create is link(): atomic.
+    # A directory's create is link(), atomic on a local file system; a network file system
+    # may not keep that promise, so the probe asks.
     write_configs_and_record(
         options,
         store,
         layout,
-        {"atomic_create": True},
+        probe_capabilities(store, layout, say),
         (upload_path, uploader),
         (daemon_path, daemon),
     )

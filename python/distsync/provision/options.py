@@ -47,7 +47,7 @@ class SwiftSetup:
 
 @dataclass
 class SetupOptions:
-    storage: str | None = None  # "local", "s3", "s3+bittorrent" or "swift"
+    storage: str | None = None  # "local", "s3", "s3+bittorrent", "swift", "swift+bittorrent"
     bucket: str | None = None  # S3: default distsync-<setup id>; Swift: the container
     region: str | None = None
     endpoint: str | None = None
@@ -60,6 +60,7 @@ class SetupOptions:
     prefix: str | None = None  # default distsync/v3/ (or what an earlier run chose)
     profile: str | None = None  # AWS profile for setup itself; default boto3's chain
     require_conditional_log: bool | None = None  # None: on for AWS, off for --endpoint
+    no_iam: bool = False  # a store without IAM: both configs get setup's own keys
     record_expiry_days: int | None = None  # status/peer records of gone servers; None: 7
     swift: SwiftSetup = field(default_factory=SwiftSetup)  # --storage swift only
 

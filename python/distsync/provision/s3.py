@@ -27,7 +27,11 @@ from distsync.provision.aws_policies import (
 from distsync.provision.aws_state import SetupPlan, SetupSpec, plan_setup
 from distsync.provision.configs import refuse_overwrite
 from distsync.provision.options import DestroyOptions, Say, SetupOptions, SetupResult, silent
-from distsync.provision.record import refuse_existing_store, write_configs_and_record
+from distsync.provision.record import (
+    probe_capabilities,
+    refuse_existing_store,
+    write_configs_and_record,
+)
 from distsync.storage.s3 import S3Store
 
 __all__ = ["run_destroy", "run_s3_setup", "s3_in_place"]
@@ -98,12 +102,20 @@ def run_s3_setup(
             OutputDir=output_dir,
             AwsCreds=_aws_table(plan, options.endpoint, keys["daemon"]),
         )
-        # S3 has honoured If-None-Match: * since 2024, as the test servers do.
+        capabilities = probe_capabilities(store, layout, say)
+        if plan.require_conditional_log and not capabilities["atomic_create"]:
+            # The uploader's policy would refuse every write of the log that such a store
+            # needs (a plain PUT of a key of its own).
+            raise UsageError(
+                f"{store.description}: the store's conditional create is not atomic, so "
+                "uploads write log entries of their own with plain PUTs, which "
+                "--require-conditional-log forbids: run setup without it"
+            )
         write_configs_and_record(
             options,
             store,
             layout,
-            {"atomic_create": True},
+            capabilities,
             (upload_path, uploader),
             (daemon_path, daemon),
         )

@@ -9,15 +9,26 @@ the daemon: it must read and list, write a record, and be refused when it writes
 
 Swift's ACLs are per container and per identity; docs/setup-swift.md says what they cannot
 restrict compared with IAM. ``container_acls`` is the pure decision; the rest is I/O.
+
+With ``--storage swift+bittorrent`` setup also makes the daemons' web seed: it sets the
+account's ``Temp-URL-Key`` (when the account has none), signs one TempURL for GET of every key
+under the artifacts' prefix, proves it by fetching an object through it, and seals it into the
+store record (``store_record.TempUrlGrant``). The daemons never get the key itself: with it they
+could sign a PUT or a DELETE of any object in the account.
 """
 
 from __future__ import annotations
 
 import functools
+import secrets
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from distsync.config import Config, SwiftCreds
 from distsync.crypto.secret import generate_secret
@@ -26,13 +37,18 @@ from distsync.layout import Layout
 from distsync.provision.aws_policies import new_setup_id, normalize_prefix
 from distsync.provision.configs import refuse_overwrite
 from distsync.provision.options import Say, SetupOptions, SetupResult, SwiftSetup
-from distsync.provision.record import refuse_existing_store, write_configs_and_record
+from distsync.provision.record import (
+    probe_capabilities,
+    refuse_existing_store,
+    write_configs_and_record,
+)
 from distsync.storage.swift import (
     DAEMONS_SUFFIX,
     SEGMENTS_SUFFIX,
     SwiftStore,
     connector_for,
 )
+from distsync.store_record import TempUrlGrant
 
 __all__ = [
     "container_acls",
@@ -44,6 +60,9 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "distsync/v3/"
+# How long the web seed's TempURL lasts: a fleet outlives most certificates.
+TEMP_URL_LIFETIME = 5 * 365 * 86400
+_TEMP_URL_KEY = "x-account-meta-temp-url-key"
 _MAX_CONTAINER = 256  # bytes, Swift's default limit
 _READ, _WRITE = "x-container-read", "x-container-write"
 
@@ -204,6 +223,69 @@ def _check_daemon_access(daemon: SwiftStore, prefix: str) -> None:
     )
 
 
+def _post_account(conn: Any, *, headers: dict[str, str]) -> None:
+    conn.post_account(headers)
+
+
+def temp_url_grant(store: SwiftStore, prefix: str, say: Say) -> TempUrlGrant:
+    """Sign the web seed's TempURL: GET of every key under ``{prefix}objects/`` in the
+    store's container, for ``TEMP_URL_LIFETIME``; checked by fetching an object with it."""
+    from swiftclient.utils import generate_temp_url
+
+    head = store.call("read the account of", "", lambda conn: conn.head_account())
+    key = {str(k).lower(): str(v) for k, v in head.items()}.get(_TEMP_URL_KEY)
+    if key:
+        say("signing the web seed's TempURL with the account's Temp-URL-Key")
+    else:
+        key = secrets.token_urlsafe(32)
+        store.call(
+            "set the Temp-URL-Key of the account of",
+            "",
+            functools.partial(_post_account, headers={"X-Account-Meta-Temp-URL-Key": key}),
+        )
+        say("set the account's Temp-URL-Key (for the web seed's TempURL)")
+    container_path = urlsplit(store.storage_url()).path + "/" + store.container
+    key_prefix = prefix + "objects/"
+    expires = int(time.time()) + TEMP_URL_LIFETIME
+    signed = generate_temp_url(
+        f"{container_path}/{key_prefix}", expires, key, "GET", absolute=True, prefix=True
+    )
+    grant = TempUrlGrant(
+        container_path, key_prefix, parse_qs(urlsplit(signed).query)["temp_url_sig"][0], expires
+    )
+    _check_temp_url(store, grant)
+    return grant
+
+
+def _check_temp_url(store: SwiftStore, grant: TempUrlGrant) -> None:
+    """Fetch an object through the grant, with no login, as libtorrent will."""
+    probe = f"{grant.key_prefix}setup-check-{uuid.uuid4().hex}"
+    body = b"distsync web seed check"
+    store.put(probe, body)
+    try:
+        store.use_temp_url(grant)
+        url = store.presign(probe, 0)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                fetched = answer.read(len(body) + 1)
+        except urllib.error.HTTPError as exc:
+            raise StorageError(
+                f"{store.description}: a TempURL for the web seed was refused (HTTP "
+                f"{exc.code}): the proxy needs the tempurl middleware in its pipeline, "
+                "allowing GET with HMAC-SHA256 (docs/setup-swift.md)"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise StorageError(
+                f"{store.description}: cannot fetch through the web seed's TempURL: "
+                f"{getattr(exc, 'reason', exc)}"
+            ) from None
+        if fetched != body:
+            raise StorageError(f"{store.description}: the web seed's TempURL returned other bytes")
+    finally:
+        store.use_temp_url(None)
+        store.delete(probe)
+
+
 def run_swift_setup(
     options: SetupOptions,
     upload_path: Path,
@@ -246,22 +328,19 @@ def run_swift_setup(
             "the daemon config carries the uploader's credentials (no --daemon-user): give "
             "the daemons a read-only identity of their own (docs/setup-swift.md)"
         )
-    notes.append(
-        "native Swift does not make If-None-Match: * atomic: two uploads at the same moment "
-        "can claim the same log entry (docs/setup-swift.md)"
-    )
+    bittorrent = (options.storage or "").lower() == "swift+bittorrent"
+    grant = temp_url_grant(uploader, prefix, say) if bittorrent else None
     common: dict[str, Any] = {
         "SharedSecret": generate_secret(),
         "StorageBucket": container,
-        "Storage": "Swift",
+        "Storage": "Swift+BitTorrent" if bittorrent else "Swift",
         "Prefix": prefix.rstrip("/"),
     }
-    # Native Swift's If-None-Match: * is not atomic (storage/probe.py).
     write_configs_and_record(
         options,
         uploader,
         Layout(prefix),
-        {"atomic_create": False},
+        probe_capabilities(uploader, Layout(prefix), say),
         (upload_path, dict(common, SwiftCreds=creds_table(uploader_creds))),
         (
             daemon_path,
@@ -271,8 +350,11 @@ def run_swift_setup(
                 SwiftCreds=creds_table(daemon_creds or uploader_creds),
             ),
         ),
+        temp_url=grant,
     )
-    return SetupResult("swift", container, upload_path, daemon_path, notes)
+    return SetupResult(
+        "swift+bittorrent" if bittorrent else "swift", container, upload_path, daemon_path, notes
+    )
 
 
 def swift_in_place(options: SetupOptions, uploader: Config, daemon: Config) -> bool:
@@ -282,8 +364,9 @@ def swift_in_place(options: SetupOptions, uploader: Config, daemon: Config) -> b
     if not options.bucket or uploader.swift is None or daemon.swift is None:
         return False
     wanted_daemon = swift.daemon_username or swift.username
+    wanted_storage = "Swift+BitTorrent" if options.storage == "swift+bittorrent" else "Swift"
     if not (
-        uploader.storage == daemon.storage == "Swift"
+        uploader.storage == daemon.storage == wanted_storage
         and uploader.storage_bucket == daemon.storage_bucket == options.bucket
         and uploader.swift.auth_url == daemon.swift.auth_url == swift.auth_url
         and uploader.swift.username == swift.username

@@ -87,7 +87,8 @@ def format_releases(rows: list[dict[str, Any]], as_json: bool) -> str:
         if not row["releases"]:
             lines.append("  (no releases yet)")
             continue
-        lines.append(f"  {'VERSION':>8}  {'NAME':<32}  STATE")
+        width = max(8, *(len(item["version"]) for item in row["releases"]))
+        lines.append(f"  {'VERSION':>{width}}  {'NAME':<32}  STATE")
         for item in row["releases"]:
             state = []
             if item["current"]:
@@ -96,5 +97,5 @@ def format_releases(rows: list[dict[str, Any]], as_json: bool) -> str:
                 state.append("kept")
             if item["failed"]:
                 state.append(f"failed: {item['reason']}")
-            lines.append(f"  {item['version']:>8}  {item['name']:<32}  {', '.join(state)}")
+            lines.append(f"  {item['version']:>{width}}  {item['name']:<32}  {', '.join(state)}")
     return "\n".join(lines)

@@ -23,10 +23,15 @@ import shutil
 from pathlib import Path
 
 from distsync.fsutil import TEMP_SUFFIX, fsync_dir, local_io_error, remove_stale_temps
+from distsync.logorder import parse_version_id, version_id
 
 __all__ = ["ReleaseLayout"]
 
-_RELEASE_NAME = re.compile(r"(?P<version>[0-9]+)-(?P<name>[^/]+)")
+# <version id>-<name>: a version id (logorder) is digits, then maybe "." and a tag; a name
+# never starts with ".", so the first "-" after the version id ends it.
+_RELEASE_NAME = re.compile(r"(?P<version>[0-9]+(?:\.[0-9a-f]+)?)-(?P<name>[^/]+)")
+# Temp and doomed directories in tmp/ add a suffix to a release's name: keep them in NAME_MAX.
+_NAME_MAX = 255
 _LINK_TEMP = ".current."
 
 
@@ -44,7 +49,11 @@ class ReleaseLayout:
 
     @staticmethod
     def dir_name(version: int, name: str) -> str:
-        return f"{version}-{name}"
+        return f"{version_id(version)}-{name}"
+
+    def _in_tmp(self, version: int, name: str, suffix: str) -> Path:
+        """A directory in tmp/ named after the release, cut to fit with ``suffix``."""
+        return self.tmp / (self.dir_name(version, name)[: _NAME_MAX - len(suffix)] + suffix)
 
     def release_path(self, version: int, name: str) -> Path:
         return self.releases / self.dir_name(version, name)
@@ -74,8 +83,9 @@ class ReleaseLayout:
         with contextlib.suppress(FileNotFoundError):
             for entry in self.releases.iterdir():
                 match = _RELEASE_NAME.fullmatch(entry.name)
-                if match and entry.is_dir() and not entry.is_symlink():
-                    found[int(match["version"])] = match["name"]
+                version = parse_version_id(match["version"]) if match else None
+                if match and version is not None and entry.is_dir() and not entry.is_symlink():
+                    found[version] = match["name"]
         return found
 
     def current(self) -> tuple[int, str] | None:
@@ -86,14 +96,17 @@ class ReleaseLayout:
             return None
         head, _sep, leaf = target.rpartition("/")
         match = _RELEASE_NAME.fullmatch(leaf)
-        if head != "releases" or match is None or not (self.releases / leaf).is_dir():
+        version = parse_version_id(match["version"]) if match else None
+        if head != "releases" or match is None or version is None:
             return None
-        return int(match["version"]), match["name"]
+        if not (self.releases / leaf).is_dir():
+            return None
+        return version, match["name"]
 
     # -- atomic steps ---------------------------------------------------------------------
 
     def new_temp_dir(self, version: int, name: str) -> Path:
-        path = self.tmp / f"{self.dir_name(version, name)}.{secrets.token_hex(4)}"
+        path = self._in_tmp(version, name, f".{secrets.token_hex(4)}")
         try:
             path.mkdir(mode=0o755)
         except OSError as exc:
@@ -139,7 +152,7 @@ class ReleaseLayout:
     def remove(self, version: int, name: str) -> None:
         """Delete a release: first out of ``releases/`` in one rename, then its files, so a
         crash never leaves half a release where a rollback could choose it."""
-        doomed = self.tmp / f"{self.dir_name(version, name)}.{secrets.token_hex(4)}.removing"
+        doomed = self._in_tmp(version, name, f".{secrets.token_hex(4)}.removing")
         try:
             os.rename(self.release_path(version, name), doomed)
             fsync_dir(self.releases)

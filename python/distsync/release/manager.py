@@ -29,6 +29,7 @@ from typing import Any
 from distsync.errors import DistsyncError, IntegrityError, LocalIOError, NotFoundError
 from distsync.fsutil import local_io_error
 from distsync.hooks import CommandResult, run_command
+from distsync.logorder import version_id
 from distsync.manifest import Version
 from distsync.release import plan, requests
 from distsync.release.config import ReleaseSpec
@@ -232,11 +233,11 @@ class Releases:
             if version not in slot.announced_held:
                 slot.announced_held.add(version)
                 log.info(
-                    "%s version %d held back: release %s is held at version %s",
+                    "%s version %s held back: release %s is held at version %s",
                     slot.state.known[version],
-                    version,
+                    version_id(version),
                     slot.spec.label,
-                    hold,
+                    version_id(hold) if hold is not None else None,
                 )
         target = self._target(slot)
         current = slot.layout.current()
@@ -326,7 +327,7 @@ class Releases:
         )
         env = self._env(slot, version, name, previous)
         release_dir = layout.release_path(version, name)
-        log.info("activating %s version %d in %s", name, version, spec.dir)
+        log.info("activating %s version %s in %s", name, version_id(version), spec.dir)
         if spec.pre_activate:
             result = self._run(spec.pre_activate, env, release_dir, self.hook_timeout)
             if result.interrupted:
@@ -359,7 +360,7 @@ class Releases:
         slot.state.activating = None
         slot.state.failed.pop(version, None)
         self._finish(slot, version, name, healthy=True, reason=None)
-        log.info("%s version %d is current and healthy in %s", name, version, spec.dir)
+        log.info("%s version %s is current and healthy in %s", name, version_id(version), spec.dir)
 
     def _health(self, spec: ReleaseSpec, env: dict[str, str], cwd: Path) -> CommandResult:
         """Run the HealthCheck until it passes or HealthTimeout seconds have gone by."""
@@ -397,18 +398,18 @@ class Releases:
         layout.switch(previous)
         if previous is None:
             log.error(
-                "%s version %d failed: %s; no previous release: current removed",
+                "%s version %s failed: %s; no previous release: current removed",
                 name,
-                version,
+                version_id(version),
                 reason,
             )
         else:
             log.error(
-                "%s version %d failed: %s; current back to version %d",
+                "%s version %s failed: %s; current back to version %s",
                 name,
-                version,
+                version_id(version),
                 reason,
-                previous[0],
+                version_id(previous[0]),
             )
             prev_dir = layout.release_path(*previous)
             env = self._env(slot, previous[0], previous[1], (version, name))
@@ -423,13 +424,17 @@ class Releases:
             return
         result = self._run(spec.post_activate, env, cwd, self.hook_timeout)
         if result.ok:
-            log.info("PostActivate ran for %s version %d", name, version)
+            log.info("PostActivate ran for %s version %s", name, version_id(version))
         elif not result.interrupted:
-            log.error("PostActivate %s for %s version %d", result.describe(), name, version)
+            log.error(
+                "PostActivate %s for %s version %s", result.describe(), name, version_id(version)
+            )
 
     def _fail(self, slot: _Slot, version: int, name: str, reason: str) -> None:
         """A version that cannot become current: remembered, not tried again on its own."""
-        log.error("%s version %d rejected for %s: %s", name, version, slot.spec.dir, reason)
+        log.error(
+            "%s version %s rejected for %s: %s", name, version_id(version), slot.spec.dir, reason
+        )
         slot.state.failed[version] = Failure(name, reason, time.time())
         self._finish(slot, version, name, healthy=False, reason=reason)
 
@@ -441,12 +446,12 @@ class Releases:
             release=slot.spec.label,
             dir=str(slot.spec.dir),
             name=name,
-            version=str(version),
+            version=version_id(version),
             sha256=slot.state.sha256.get(version, ""),
             healthy=healthy,
             reason=reason,
             at=time.time(),
-            current=None if current is None else str(current[0]),
+            current=None if current is None else version_id(current[0]),
         )
         slot.state.last = outcome
         slot.save()
@@ -463,7 +468,9 @@ class Releases:
             if version == hold:
                 continue
             slot.layout.remove(version, kept[version])
-            log.info("removed release %d from %s (Keep = %d)", version, spec.dir, spec.keep)
+            log.info(
+                "removed release %s from %s (Keep = %d)", version_id(version), spec.dir, spec.keep
+            )
 
     # -- crash recovery and requests ------------------------------------------------------
 
@@ -474,14 +481,16 @@ class Releases:
         current = slot.layout.current()
         if activation.version in slot.state.failed:
             log.warning(
-                "finishing the revert of %s version %d", activation.name, activation.version
+                "finishing the revert of %s version %s",
+                activation.name,
+                version_id(activation.version),
             )
             self._revert(slot, activation, slot.state.failed[activation.version].reason)
         elif current is not None and current[0] == activation.version:
             log.warning(
-                "checking %s version %d again: its activation was interrupted",
+                "checking %s version %s again: its activation was interrupted",
                 activation.name,
-                activation.version,
+                version_id(activation.version),
             )
             self._gate(slot, activation)
         else:
@@ -508,7 +517,8 @@ class Releases:
             return {
                 "ok": False,
                 "refused": True,
-                "message": f"{slot.spec.label} is held at version {pin} by a Pin in the "
+                "message": f"{slot.spec.label} is held at version {version_id(pin)} by a Pin "
+                "in the "
                 "configuration; change the Pin instead",
             }
         state, layout = slot.state, slot.layout
@@ -532,21 +542,23 @@ class Releases:
                 return {
                     "ok": False,
                     "refused": True,
-                    "message": f"version {target} is not a known version of {slot.spec.label}",
+                    "message": f"version {version_id(target)} is not a known version of "
+                    f"{slot.spec.label}",
                 }
             # An operator's explicit choice is tried again, even after a failure.
             state.failed.pop(target, None)
         state.hold = target
         slot.save()
-        log.info("release %s rolled back: held at version %d", slot.spec.label, target)
+        vid = version_id(target)
+        log.info("release %s rolled back: held at version %s", slot.spec.label, vid)
         before = state.last
         self._reconcile(slot, None, None)
         if state.last is not before and state.last is not None and not state.last.healthy:
-            message = f"version {target} failed: {state.last.reason}"
+            message = f"version {vid} failed: {state.last.reason}"
             return {"ok": False, "refused": False, "message": message}
         if target not in layout.kept():
-            return {"ok": True, "message": f"held at version {target}; fetching it from the store"}
-        return {"ok": True, "message": f"current is version {target}, held"}
+            return {"ok": True, "message": f"held at version {vid}; fetching it from the store"}
+        return {"ok": True, "message": f"current is version {vid}, held"}
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -558,7 +570,7 @@ class Releases:
             "DISTSYNC_RELEASE_DIR": str(layout.release_path(version, name)),
             "DISTSYNC_PREVIOUS_DIR": str(layout.release_path(*previous)) if previous else "",
             "DISTSYNC_NAME": name,
-            "DISTSYNC_VERSION": str(version),
+            "DISTSYNC_VERSION": version_id(version),
             "DISTSYNC_SHA256": slot.state.sha256.get(version, ""),
         }
 

@@ -6,16 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from distsync.logorder import version_id
 from distsync.release.config import ReleaseSpec
 from distsync.release.layout import ReleaseLayout
 from distsync.release.state import ReleaseState, load_state
+from distsync.state import pin_position
 
 __all__ = ["config_pin", "describe"]
 
 
 def config_pin(spec: ReleaseSpec, pins: Mapping[str, str]) -> int | None:
     """A ``[Pin]`` on a name this release takes holds the release at that version."""
-    held = [int(version) for name, version in pins.items() if spec.claims(name)]
+    held = [pin_position(version) for name, version in pins.items() if spec.claims(name)]
     return max(held) if held else None
 
 
@@ -34,13 +36,13 @@ def describe(
     return {
         "release": spec.label,
         "dir": str(spec.dir),
-        "current": None if current is None else str(current[0]),
-        "held": None if hold is None else str(hold),
+        "current": None if current is None else version_id(current[0]),
+        "held": None if hold is None else version_id(hold),
         "held_by": None if hold is None else ("pin" if pin is not None else "operator"),
-        "activating": None if state.activating is None else str(state.activating.version),
+        "activating": None if state.activating is None else version_id(state.activating.version),
         "releases": [
             {
-                "version": str(version),
+                "version": version_id(version),
                 "name": kept.get(version) or state.failed[version].name,
                 "sha256": state.sha256.get(version, ""),
                 "kept": version in kept,

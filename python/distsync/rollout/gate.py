@@ -68,7 +68,7 @@ class RolloutGate:
             self._refresh(version)
         except DistsyncError as exc:
             self._held.add(version.seq)
-            self._say(manifest.name, f"{manifest.name} version {version.seq} waits: cannot "
+            self._say(manifest.name, f"{manifest.name} version {version.version_id} waits: cannot "
                       f"read the fleet's status records ({exc})")  # fmt: skip
             return False
         view = RolloutView(
@@ -84,11 +84,11 @@ class RolloutGate:
         decision: Decision = view.decide(self._node)
         if decision.install:
             self._held.discard(version.seq)
-            self._say(manifest.name, f"{manifest.name} version {version.seq}: installing "
+            self._say(manifest.name, f"{manifest.name} version {version.version_id}: installing "
                       f"with wave {(decision.wave or 0) + 1}")  # fmt: skip
             return True
         self._held.add(version.seq)
-        self._say(manifest.name, f"{manifest.name} version {version.seq} waits: "
+        self._say(manifest.name, f"{manifest.name} version {version.version_id} waits: "
                   f"{decision.reason}")  # fmt: skip
         return False
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distsync.errors import FormatError, NotFoundError
-from distsync.layout import SEQ_DIGITS
+from distsync.logorder import leaf_of
 from distsync.sealed import RecordKind, open_sealed, seal_record_body
 from distsync.storage.base import Store
 
@@ -41,7 +41,7 @@ class HaltBoard:
         self._secret = secret
 
     def key(self, seq: int) -> str:
-        return f"{self.prefix}{seq:0{SEQ_DIGITS}d}"
+        return self.prefix + leaf_of(seq)  # the log entry's own leaf (logorder)
 
     def write(self, halt: Halt) -> None:
         key = self.key(halt.version)

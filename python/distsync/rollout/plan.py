@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from distsync.logorder import version_id
 from distsync.status.fleet import FAILED, REACHED, FleetView
 from distsync.status.record import ServerStatus
 
@@ -211,7 +212,7 @@ class RolloutView:
         waves = self.rollout.waves if self.rollout is not None else ("100%",)
         return {
             "name": self.name,
-            "version": str(self.seq),
+            "version": version_id(self.seq),
             "wave_wait": self.rollout.wave_wait if self.rollout is not None else 0.0,
             "halted": self.halted(),
             "waves": [
@@ -229,7 +230,8 @@ class RolloutView:
 
     def lines(self) -> list[str]:
         waves = self.rollout.waves if self.rollout is not None else ("100%",)
-        out = [f"{self.name} version {self.seq}: {len(self.candidates)} targeted servers"]
+        targeted = len(self.candidates)
+        out = [f"{self.name} version {version_id(self.seq)}: {targeted} targeted servers"]
         for index, spec in enumerate(waves):
             members = [
                 f"{s.label} ({s.state})"

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from distsync.logorder import parse_version_id, version_id
 from distsync.status.record import ArtifactStatus, ServerStatus
 
 __all__ = ["FleetView", "Standing", "Verdict", "ago"]
@@ -121,17 +122,21 @@ class FleetView:
         if have is not None and have >= seq:
             if have == seq and item.hook == "failed":
                 return standing("unhealthy", "its OnUpdate hook failed")
-            return standing("installed", "" if have == seq else f"has newer version {have}")
+            return standing(
+                "installed", "" if have == seq else f"has newer version {version_id(have)}"
+            )
         if failure is not None and failure.version == seq and failure.final:
             return standing("failed", failure.reason)
         pin = server.pins.get(name)
-        if pin is not None and pin != str(seq):
+        if pin is not None and parse_version_id(pin) != seq:
             return standing("pinned", f"pinned to version {pin}")
         if failure is not None and failure.version == seq:
             return standing("retrying", f"retrying: {failure.reason}")
         if item.skipped == seq:
             return standing("not targeted", "not targeted")
-        return standing("behind", f"has version {have}" if have is not None else "has none")
+        return standing(
+            "behind", f"has version {version_id(have)}" if have is not None else "has none"
+        )
 
     def standings(self, name: str, seq: int) -> list[Standing]:
         return [self.standing(server, name, seq) for server in self.servers]
@@ -150,7 +155,7 @@ class FleetView:
         """'5 of 6 servers have app.tar.gz version 42; srv-3 failed: <reason>; ...'"""
         counted = self.counted(name, seq)
         have = [s for s in counted if s.state in REACHED]
-        parts = [f"{len(have)} of {len(counted)} servers have {name} version {seq}"]
+        parts = [f"{len(have)} of {len(counted)} servers have {name} version {version_id(seq)}"]
         for state in ("failed", "unhealthy", "retrying", "pinned", "behind"):
             group = [s for s in counted if s.state == state]
             if group:
@@ -175,7 +180,7 @@ class FleetView:
             wanted = servers
             missing = [s for s in standings if s.state not in (*REACHED, UNTARGETED)]
             done = len(reached) >= servers
-        head = f"{name} version {seq}: {len(reached)} of {wanted} servers installed it"
+        head = f"{name} version {version_id(seq)}: {len(reached)} of {wanted} servers installed it"
         if failed:
             message = f"{head}; failed: {self._listing(failed)}"
             return Verdict(False, True, len(reached), wanted, message)
@@ -224,7 +229,7 @@ class FleetView:
             artifacts.append(
                 {
                     "name": n,
-                    "version": str(target),
+                    "version": version_id(target),
                     "servers": len(standings),
                     "installed": sorted(by_state.get("installed", {})),
                     **{
@@ -265,17 +270,17 @@ class FleetView:
             item = item or ArtifactStatus()
             failure = item.failure
             artifacts[name] = {
-                "version": None if item.version is None else str(item.version),
+                "version": None if item.version is None else version_id(item.version),
                 "sha256": item.sha256,
                 "installed_at": item.installed_at,
-                "newest": None if item.newest is None else str(item.newest),
+                "newest": None if item.newest is None else version_id(item.newest),
                 "hook": item.hook,
                 "pinned": server.pins.get(name),
-                "not_targeted": None if item.skipped is None else str(item.skipped),
+                "not_targeted": None if item.skipped is None else version_id(item.skipped),
                 "failure": None
                 if failure is None
                 else {
-                    "version": str(failure.version),
+                    "version": version_id(failure.version),
                     "reason": failure.reason,
                     "at": failure.at,
                     "final": failure.final,

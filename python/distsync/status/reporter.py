@@ -22,6 +22,7 @@ from pathlib import Path
 from distsync import __version__
 from distsync.config import Config
 from distsync.errors import DistsyncError
+from distsync.logorder import parse_version_id, version_id
 from distsync.manifest import Version
 from distsync.metrics import DaemonMetrics
 from distsync.node import node_id_of
@@ -130,7 +131,7 @@ class FleetReporter(Observer):
             with contextlib.suppress(DistsyncError):
                 for name, item in self._load_state().installed.items():
                     self.metrics.installed.labels(name).info(
-                        {"version": str(item.version), "sha256": item.sha256}
+                        {"version": version_id(item.version), "sha256": item.sha256}
                     )
         self._thread.start()
         return self
@@ -381,4 +382,4 @@ def start_reporting(
 
 
 def _seq(version: str | None) -> int | None:
-    return int(version) if version is not None and version.isdigit() else None
+    return None if version is None else parse_version_id(version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from distsync.logorder import version_id
 from distsync.status.fleet import FleetView, ago
 
 __all__ = ["render"]
@@ -20,7 +21,9 @@ def render(view: FleetView, names: list[str], targets: dict[str, int | None]) ->
         row = [view.label(server), ",".join(server.groups) or "-", seen]
         for name in names:
             item = server.artifacts.get(name)
-            version = str(item.version) if item is not None and item.version is not None else "-"
+            version = (
+                version_id(item.version) if item is not None and item.version is not None else "-"
+            )
             marks = [_SHORT[m] for m in view.marks(server, name, targets.get(name)) if m != "stale"]
             row.append(" ".join([version, *marks]))
         rows.append(row)

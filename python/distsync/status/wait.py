@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from distsync.config import Config
 from distsync.errors import FleetError, StorageError, UsageError
+from distsync.logorder import version_id
 from distsync.status.board import StatusBoard
 from distsync.status.fleet import FleetView, Verdict
 from distsync.storage.base import Store
@@ -85,7 +86,7 @@ def wait_for_version(
             return verdict
         why = halted(view) if halted is not None else None
         if why is not None:
-            raise FleetError(f"{name} version {seq}: {why}")
+            raise FleetError(f"{name} version {version_id(seq)}: {why}")
         if verdict.failed:
             raise FleetError(verdict.message)
         remaining = deadline - clock()

@@ -454,7 +454,7 @@ class _LocalBackend:
     ) -> SetupResult:
         from distsync.provision.local import run_local_setup
 
-        return run_local_setup(options, upload_path, daemon_path, output_dir)
+        return run_local_setup(options, upload_path, daemon_path, output_dir, say)
 
     def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:
         from distsync.provision.local import local_in_place

@@ -573,7 +573,12 @@ class _S3Backend:
         warn: Say,
     ) -> SetupResult:
         from distsync.provision.s3 import run_s3_setup
+        from distsync.provision.s3_plain import run_s3_setup_without_iam
 
+        if options.no_iam:  # an S3 endpoint without IAM (docs/setup-s3.md)
+            return run_s3_setup_without_iam(
+                options, upload_path, daemon_path, output_dir, say, warn
+            )
         return run_s3_setup(options, upload_path, daemon_path, output_dir, say, warn)
 
     def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:

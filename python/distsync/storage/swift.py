@@ -23,8 +23,12 @@ object (its size is unknown while streaming) so that Swift's 1,000-segment manif
 reached only past 48 GiB with 8 MiB segments.
 
 ``create`` sends ``If-None-Match: *``. Swift honours it (412 when the key exists) but does not
-make it atomic: two racing creates of the same key can both succeed. The log's design for
-such stores is chosen from ``distsync.storage.probe`` (DESIGN §9).
+make it atomic: two racing creates of the same key can both succeed. The log's layout for
+such stores is chosen from ``distsync.storage.probe`` by setup (DESIGN §9, ``logorder``).
+
+``presign`` (``Storage = "Swift+BitTorrent"``'s web seed) needs no key: setup signs one
+TempURL for GET of every key under the artifacts' prefix and seals it into the store record
+(``store_record.TempUrlGrant``); the daemon hands it to the store with ``use_temp_url``.
 """
 
 from __future__ import annotations
@@ -41,18 +45,26 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 # Imported here, not on first use: the first connection is opened by whichever thread calls
 # first, and two threads importing swiftclient at once deadlock on its module locks.
 from swiftclient.client import Connection
+from swiftclient.exceptions import ClientException
 
 from distsync.config import Config, SwiftCreds
-from distsync.errors import ConfigError, FormatError, NotFoundError, StorageError
+from distsync.errors import (
+    AccessDeniedError,
+    ConfigError,
+    FormatError,
+    NotFoundError,
+    StorageError,
+)
 from distsync.plugin_config import no_settings
 from distsync.storage.api import STORAGE_API, Capabilities
 from distsync.storage.base import StoredObject
 from distsync.storage.parts import PartWriter
+from distsync.store_record import TempUrlGrant
 
 if TYPE_CHECKING:
     from distsync.provision.options import Say, SetupOptions, SetupResult
@@ -267,6 +279,7 @@ class SwiftStore:
         self.retry_base_delay = retry_base_delay
         self.description = f"Swift container {container} at {_public_url(connector.creds.auth_url)}"
         self._container_checked = False
+        self.temp_url: TempUrlGrant | None = None
 
     @classmethod
     def from_config(
@@ -290,6 +303,44 @@ class SwiftStore:
         self.call("log in", "", _log_in)
         return self.call("log in", "", lambda _conn: self._connector.identity())
 
+    def storage_url(self) -> str:
+        """The account's URL this identity's login hands out (``.../v1/AUTH_acct``)."""
+        conn = self._connector.get()
+        if not conn.url:
+            self.call("log in", "", _log_in)
+        return str(conn.url).rstrip("/")
+
+    def use_temp_url(self, grant: TempUrlGrant | None) -> None:
+        """The store record's TempURL grant, from which ``presign`` makes URLs."""
+        self.temp_url = grant
+
+    def presign(self, key: str, expires: int) -> str:
+        """A GET URL for ``key`` under the grant's prefix, for libtorrent's web seed (as
+        S3's presigned URLs are). It is valid until the grant expires, whatever ``expires``
+        asks: setup signed it, and this identity holds no key to sign another."""
+        grant = self.temp_url
+        if grant is None:
+            raise StorageError(
+                f"{self.description}: the store record holds no TempURL for the web seed "
+                "(set up with --storage swift+bittorrent)"
+            )
+        if not key.startswith(grant.key_prefix):
+            raise StorageError(f"{self.description}: the TempURL does not cover {key}")
+        if grant.expires <= time.time():
+            raise StorageError(
+                f"{self.description}: the store's TempURL expired at "
+                f"{time.strftime('%Y-%m-%d', time.gmtime(grant.expires))} (docs/setup-swift.md)"
+            )
+        base = _public_url(self.storage_url())
+        query = urlencode(
+            {
+                "temp_url_sig": grant.signature,
+                "temp_url_expires": str(grant.expires),
+                "temp_url_prefix": grant.key_prefix,
+            }
+        )
+        return f"{base}{quote(grant.container_path)}/{quote(key)}?{query}"
+
     # -- routing and errors ---------------------------------------------------------------
 
     def container_for(self, key: str) -> str:
@@ -302,8 +353,6 @@ class SwiftStore:
     def error(self, action: str, key: str, exc: BaseException) -> StorageError:
         """One line for any swiftclient/requests failure; never a token or a key."""
         from requests import exceptions as rx
-        from swiftclient.exceptions import ClientException
-
         desc = self.description
         what = f"{action} {key}".rstrip()
         if isinstance(exc, ClientException):
@@ -313,7 +362,7 @@ class SwiftStore:
             if status == 401:
                 return StorageError(f"{desc}: the store refused the credentials (HTTP 401)")
             if status == 403:
-                return StorageError(
+                return AccessDeniedError(
                     f"{desc}: access denied: cannot {what} "
                     "(the container ACLs do not allow this identity to)"
                 )
@@ -352,8 +401,6 @@ class SwiftStore:
     # -- small objects --------------------------------------------------------------------
 
     def create(self, key: str, data: bytes) -> bool:
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(key)
         conn = self._connector.get()
         try:
@@ -404,8 +451,6 @@ class SwiftStore:
         """Remove ``key``, with its segments if it is a Static Large Object; a missing key is
         not an error. (Swift answers 200 to a segment-deleting DELETE of a plain object and
         keeps it, hence the HEAD first.)"""
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(key)
         conn = self._connector.get()
         try:
@@ -425,8 +470,6 @@ class SwiftStore:
         raise StorageError(f"{self.description}: cannot delete {key}: it is still there")
 
     def changed(self, key: str, since: str | None) -> str | None:
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(key)
         headers = {"If-None-Match": since} if since else {}
         conn = self._connector.get()
@@ -449,8 +492,6 @@ class SwiftStore:
         """A 404 on HEAD cannot tell a missing key from a missing container: ask once."""
         if self._container_checked:
             return
-        from swiftclient.exceptions import ClientException
-
         try:
             self._connector.get().head_container(self.container)
         except ClientException as exc:
@@ -465,8 +506,6 @@ class SwiftStore:
 
     def inventory(self, prefix: str) -> Iterator[StoredObject]:
         """The listing's sizes (a large object's manifest counts as its own small size)."""
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(prefix)
         marker = ""
         while True:
@@ -489,8 +528,6 @@ class SwiftStore:
             marker = str(items[-1]["name"])
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(prefix)
         marker = start_after
         while True:
@@ -517,8 +554,6 @@ class SwiftStore:
 
     def _read(self, key: str, byte_range: str | None, limit: int | None) -> bytes:
         """GET (a range of) an object, retrying a body that breaks while being read."""
-        from swiftclient.exceptions import ClientException
-
         container = self.container_for(key)
         headers = {"Range": byte_range} if byte_range else {}
         for attempt in range(1, self.read_attempts + 1):
@@ -742,7 +777,7 @@ class _SwiftBackend:
         atomic_create=None,
         conditional_head=True,
         ranged_reads=True,
-        presigned_urls=False,
+        presigned_urls=True,  # TempURLs, with the key setup grants in the store record
         delete=True,
     )
     # Swift's daemons kept their state under the S3 kind's name before plugins existed.
@@ -751,7 +786,7 @@ class _SwiftBackend:
     def check_config(self, cfg: Config, table: Mapping[str, Any]) -> None:
         no_settings(cfg, "Swift", table)  # its settings are [SwiftCreds]
         if cfg.swift is None:
-            raise cfg.error("SwiftCreds", 'is required by Storage = "Swift"')
+            raise cfg.error("SwiftCreds", f'is required by Storage = "{cfg.storage}"')
 
     def open(self, cfg: Config) -> SwiftStore:
         return SwiftStore.from_config(cfg)

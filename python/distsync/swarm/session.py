@@ -528,7 +528,7 @@ def open_swarm(
     lt = import_libtorrent()
     if lt is None:
         log.warning(
-            "Storage is S3+BitTorrent but libtorrent is not installed "
+            "Storage is S3+BitTorrent or Swift+BitTorrent but libtorrent is not installed "
             "(pip install 'distsync[torrent]'); using ranged GETs"
         )
         return None

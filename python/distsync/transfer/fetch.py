@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Protocol
 from distsync.crypto import stream
 from distsync.errors import ContentGoneError, DistsyncError, IntegrityError, NotFoundError
 from distsync.fsutil import PART_SUFFIX, atomic_output
+from distsync.logorder import seq_of
 from distsync.manifest import Version
 
 __all__ = ["ChunkSource", "FetchResult", "Interrupted", "fetch_version"]
@@ -59,8 +60,13 @@ class FetchResult:
 
 
 def part_path(dest: Path, version: Version) -> Path:
-    """Where a download of ``version`` to ``dest`` accumulates (kept only across a crash)."""
-    return dest.parent / f".{dest.name}.v{version.seq}{PART_SUFFIX}"
+    """Where a download of ``version`` to ``dest`` accumulates (kept only across a crash).
+
+    Named by the sequence number alone, which fits the name limit of MAX_NAME_BYTES. Two
+    versions of a name that share one (racing uploads on the tagged log layout) share the
+    part file too; a resume from the other one's fails the final SHA-256 and starts afresh.
+    """
+    return dest.parent / f".{dest.name}.v{seq_of(version.seq)}{PART_SUFFIX}"
 
 
 def _other_parts(dest: Path, part: Path) -> list[Path]:
