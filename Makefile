@@ -26,10 +26,11 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check python bench tests scripts salt
+	$(VENV)/bin/ruff check python bench tests scripts salt examples
 
 typecheck: $(STAMP)
 	cd python && ../$(VENV)/bin/mypy distsync
+	MYPYPATH=python $(VENV)/bin/mypy --config-file python/pyproject.toml examples/distsync-hashdir/distsync_hashdir
 
 unit: $(STAMP)
 	$(PY) -m pytest

@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from distsync import __version__
 from distsync.catalog import Catalog, Rejected
@@ -722,13 +722,30 @@ def _add_wait_options(upload: argparse.ArgumentParser) -> None:
     )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the engine's version, then every installed plugin and its version
+    (loaded only now: other commands import only the plugins their config names)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from distsync.plugins import describe_installed
+
+        lines = describe_installed()
+        print("\n".join([f"distsync {__version__}", "plugins:", *lines]))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distsync",
         description="Move build artifacts from CI to a fleet through an object store, "
         "encrypted end to end.",
     )
-    parser.add_argument("--version", action="version", version=f"distsync {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version and the installed plugins"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -756,8 +773,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     setup.add_argument(
         "--storage",
-        choices=("local", "s3", "s3+bittorrent", "swift", "swift+bittorrent"),
         type=str.lower,
+        metavar="STORAGE",
+        help="local, s3, s3+bittorrent, swift, swift+bittorrent, or an installed storage "
+        "plugin's name (distsync --version lists them)",
     )
     setup.add_argument(
         "--bucket",

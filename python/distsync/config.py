@@ -8,6 +8,7 @@ keeps the two in step.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from distsync import plugins
 from distsync.crypto.secret import InvalidSecret, parse_secret
 from distsync.crypto.signing import InvalidKey, SigningKey, parse_key
 from distsync.errors import ConfigError
@@ -51,8 +53,7 @@ DEFAULT_UPLOAD_CONFIG = "~/.distsync"
 DEFAULT_DAEMON_CONFIG = "~/.distsyncd"
 
 ENCRYPT_CHOICES = ("AEAD_AES_128_CBC_HMAC_SHA_256",)
-NOTIFY_CHOICES = ("S3Poll",)
-STORAGE_CHOICES = ("S3", "S3+BitTorrent", "Local", "Swift", "Swift+BitTorrent")
+# Storage, Notify and the transfer after "+" in Storage name plugins (distsync.plugins).
 
 # Top-level keys and their TOML types; tables are handled separately.
 KEYS: dict[str, tuple[type, ...]] = {
@@ -92,6 +93,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "SwiftCreds": (dict,),
     "SigningKey": (str,),
     "TrustedSigners": (list,),
+    "Plugin": (dict,),
 }
 AWS_KEYS: dict[str, tuple[type, ...]] = {
     "Region": (str,),
@@ -192,17 +194,22 @@ class Config:
     # signatures this config accepts.
     signing_key: SigningKey | None = field(default=None, repr=False)
     trusted_signers: tuple[bytes, ...] = ()
+    # [Plugin.<name>] tables, each checked by its plugin (distsync.plugins).
+    plugin_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
-    def bittorrent(self) -> bool:
-        """Whether the daemons share artifacts in a swarm (``S3+BitTorrent``,
-        ``Swift+BitTorrent``)."""
-        return self.storage.endswith("+BitTorrent")
+    def storage_name(self) -> str:
+        """The storage plugin: ``S3`` for ``Storage = "S3+BitTorrent"``."""
+        return self.storage.partition("+")[0]
 
     @property
-    def swift_storage(self) -> bool:
-        """Whether the store is OpenStack Swift (``Swift``, ``Swift+BitTorrent``)."""
-        return self.storage.startswith("Swift")
+    def transfer_name(self) -> str | None:
+        """The transfer plugin after the ``+`` (``BitTorrent``), or None: ranged GETs."""
+        return self.storage.partition("+")[2] or None
+
+    def plugin_table(self, name: str) -> Mapping[str, Any]:
+        """The plugin's ``[Plugin.<name>]`` table, ``{}`` when the file has none."""
+        return self.plugin_tables.get(name, {})
 
     @property
     def trust(self) -> Trust:
@@ -338,8 +345,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
         "secret": secret,
         "storage_bucket": bucket,
         "encrypt": _choice(path, raw, "Encrypt", ENCRYPT_CHOICES, ENCRYPT_CHOICES[0]),
-        "notify": _choice(path, raw, "Notify", NOTIFY_CHOICES, "S3Poll"),
-        "storage": _choice(path, raw, "Storage", STORAGE_CHOICES, "S3"),
+        "notify": _plugin_choice(path, "Notify", "notify", raw.get("Notify", "S3Poll")),
+        "storage": _storage(path, raw.get("Storage", "S3")),
         "aws": AwsCreds(
             region=aws_raw.get("Region", "us-east-1") or "us-east-1",
             access_key=aws_raw.get("AccessKey") or None,
@@ -393,9 +400,12 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
     values.update(_fleet(cfg, raw))
     if "Release" in raw:
         values["releases"] = parse_releases(path, raw["Release"])
-    values["swift"] = _swift(path, raw, values["storage"])
+    values["swift"] = _swift(path, raw)
     values.update(_signing(path, raw))
-    return Config(**values)
+    values["plugin_tables"] = _plugin_tables(path, raw.get("Plugin", {}))
+    cfg = Config(**values)
+    _check_plugins(cfg)
+    return cfg
 
 
 def _signing(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
@@ -429,12 +439,85 @@ def _signing(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _swift(path: Path, raw: dict[str, Any], storage: str) -> SwiftCreds | None:
-    """``[SwiftCreds]``: required by Storage = "Swift", one auth system or the other."""
+def _storage(path: Path, value: str) -> str:
+    """``Storage``: a storage plugin, optionally ``+`` a transfer plugin (``S3+BitTorrent``),
+    in the plugins' own spelling."""
+    storage, plus, transfer = value.partition("+")
+    found = _plugin_choice(path, "Storage", "storage", storage, whole=value)
+    if plus:
+        found += "+" + _plugin_choice(path, "Storage", "transfer", transfer, whole=value)
+    return found
+
+
+def _plugin_choice(path: Path, key: str, kind: str, value: str, *, whole: str = "") -> str:
+    try:
+        return plugins.find(kind, value.strip()).name
+    except plugins.PluginUnavailable:
+        choices = ", ".join(plugins.names(kind)) or "none is installed"
+        if kind == "storage":
+            transfers = ", ".join(plugins.names("transfer"))
+            choices += f"; a transfer is added as STORAGE+TRANSFER: {transfers}"
+        raise ConfigError(
+            path, key, f"unknown value {whole or value!r} (expected one of: {choices})"
+        ) from None
+
+
+def _plugin_tables(path: Path, tables: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """``[Plugin.<name>]``: a table per installed plugin, by the plugin's own name."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(path, f"Plugin.{name}", "must be a table ([Plugin.NAME])")
+        for kind in plugins.GROUPS:
+            with contextlib.suppress(plugins.PluginUnavailable):
+                found[plugins.find(kind, name).name] = table
+                break
+        else:
+            raise ConfigError(path, f"Plugin.{name}", "no plugin of that name is installed")
+    return found
+
+
+def _check_plugins(cfg: Config) -> None:
+    """Load the plugins the configuration names; each checks its own table (and anything
+    else of ``cfg`` it needs). A transfer or notification method needing a capability the
+    storage lacks is a configuration error, not a failure at the first upload."""
+    storage = _load_plugin(cfg, "Storage", "storage", cfg.storage_name)
+    used = [(cfg.storage_name, storage)]
+    needers = [("Notify", "notify", cfg.notify)]
+    if cfg.transfer_name is not None:
+        needers.append(("Storage", "transfer", cfg.transfer_name))
+    for key, kind, name in needers:
+        plugin = _load_plugin(cfg, key, kind, name)
+        used.append((name, plugin))
+        missing = [need for need in sorted(plugin.needs) if not storage.capabilities.has(need)]
+        if missing:
+            raise cfg.error(
+                key,
+                f"{name} needs a storage that can do {', '.join(missing)}; "
+                f"{cfg.storage_name} cannot",
+            )
+    checked = set()
+    for name, plugin in used:
+        if plugin is not None and name not in checked:
+            checked.add(name)
+            plugin.check_config(cfg, cfg.plugin_table(name))
+    for name, table in cfg.plugin_tables.items():
+        if name not in checked:  # installed but not used here: still the plugin's to check
+            kind = next(k for k in plugins.GROUPS if name in plugins.names(k))
+            _load_plugin(cfg, f"Plugin.{name}", kind, name).check_config(cfg, table)
+
+
+def _load_plugin(cfg: Config, key: str, kind: str, name: str) -> Any:
+    try:
+        return plugins.find(kind, name).load()
+    except plugins.PluginUnavailable as exc:
+        raise cfg.error(key, str(exc)) from None
+
+
+def _swift(path: Path, raw: dict[str, Any]) -> SwiftCreds | None:
+    """``[SwiftCreds]``: one auth system or the other (Storage = "Swift" requires it)."""
     table = raw.get("SwiftCreds")
     if table is None:
-        if storage.startswith("Swift"):
-            raise ConfigError(path, "SwiftCreds", f'is required by Storage = "{storage}"')
         return None
     _check_keys(path, "SwiftCreds.", table, SWIFT_KEYS)
 

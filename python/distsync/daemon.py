@@ -54,12 +54,12 @@ from distsync.state import (
     state_file_name,
 )
 from distsync.status.reporter import Observer, start_reporting
+from distsync.storage import storage_backend
 from distsync.storage.base import Presigner, Store
 from distsync.storage.counting import CountingStore
 from distsync.store_record import read_store_record, verify_store
-from distsync.swarm.session import Swarm, open_swarm
-from distsync.swarm.settings import TorrentSettings
 from distsync.threads import InterruptibleStore, OwnedThread
+from distsync.transfer.api import TransferSession, transfer_method
 from distsync.transfer.fetch import Interrupted, fetch_version
 
 __all__ = ["CycleReport", "Daemon"]
@@ -97,8 +97,10 @@ class Daemon:
         self._wake = threading.Event()  # poll now: a stop request, or a peer has news
         self._farewell_until = 0.0
         self.heartbeat = Heartbeat(time.monotonic())
+        backend = storage_backend(cfg)
         # Presigning is local (no request), so the swarm's web seed uses the store directly.
-        self._presigner = cast(Presigner, store) if hasattr(store, "presign") else None
+        presigns = backend.capabilities.presigned_urls
+        self._presigner = cast(Presigner, store) if presigns else None
         # Swift's presign takes its TempURL from the store record (store_record.TempUrlGrant).
         self._use_temp_url = getattr(store, "use_temp_url", None)
         self.store = InterruptibleStore(self.counted, self._store_calls_end, on_answer=self._moved)
@@ -110,7 +112,7 @@ class Daemon:
         # Every log entry is read through the config's trust (distsync.signed): with
         # TrustedSigners, an entry not signed by one of them is rejected like a tampered one.
         self.catalog = Catalog(self.store, Layout(cfg.prefix), cfg.secret, trust=cfg.trust)
-        where = (cfg.storage, cfg.storage_bucket, cfg.prefix)
+        where = (backend.state_key, cfg.storage_bucket, cfg.prefix)
         state_dir = cfg.daemon_state_dir()
         self.state_file = StateFile(
             state_dir / state_file_name(*where),
@@ -121,7 +123,8 @@ class Daemon:
         self._said: set[str] = set()  # lines about pins, logged once per process
         self._unsatisfiable_pins: set[str] = set()  # pins no version can satisfy
         self._abandoned = False  # a worker outlived the stop grace: keep what it may use
-        self.swarm: Swarm | None = None  # Storage = "...+BitTorrent", while run() runs
+        # The transfer plugin's session (Storage = "S3+BitTorrent"), while run() runs.
+        self.swarm: TransferSession | None = None
         self.fleet = Observer()  # status record and metrics, while run() runs
         # [[Release]] names take the release path; the rest go to OutputDir.
         self.releases = Releases(
@@ -726,21 +729,12 @@ class Daemon:
 
     @contextlib.contextmanager
     def _swarm(self) -> Iterator[None]:
-        """One BitTorrent session for the daemon's lifetime (None without libtorrent)."""
-        cfg = self.cfg
-        if not cfg.bittorrent:
+        """The transfer plugin's session for the daemon's lifetime (None: ranged GETs)."""
+        transfer = transfer_method(self.cfg)
+        if transfer is None:
             yield
             return
-        self.swarm = open_swarm(
-            TorrentSettings.from_config(cfg),
-            self.store,
-            cfg.secret,
-            cfg.prefix,
-            cfg.daemon_state_dir() / "torrent",
-            endpoint=cfg.aws.endpoint,
-            presigner=self._presigner,
-            on_news=self._wake.set,
-        )
+        self.swarm = transfer.open(self.cfg, self.store, self._presigner, self._wake.set)
         try:
             yield
         finally:

@@ -239,21 +239,24 @@ def _location_file_name(kind: str, bucket: str, prefix: str) -> str:
     return f"state-{ident}.json"
 
 
-def state_file_name(storage: str, bucket: str, prefix: str) -> str:
+def state_file_name(state_key: str, bucket: str, prefix: str) -> str:
     """The state file of one store location in a StateDir.
 
-    S3 and S3+BitTorrent read the same bucket the same way, so they share one state: switching
-    between them installs nothing again. The file holds the store's id: a store re-created at
-    the same location is told apart by it (``follow_store``). Keying the file by location
-    rather than by that id means a record that goes missing, or an old one put back, can
-    never bring an older state back into use (a rollback).
+    ``state_key`` is the storage plugin's (``StorageBackend.state_key``); the transfer is not
+    part of it, so S3 and S3+BitTorrent read the same bucket the same way and share one state:
+    switching between them installs nothing again. The file holds the store's id: a store
+    re-created at the same location is told apart by it (``follow_store``). Keying the file by
+    location rather than by that id means a record that goes missing, or an old one put back,
+    can never bring an older state back into use (a rollback).
     """
-    return _location_file_name("Local" if storage == "Local" else "S3", bucket, prefix)
+    return _location_file_name(state_key, bucket, prefix)
 
 
-def legacy_state_file_names(storage: str, bucket: str, prefix: str) -> list[str]:
-    """Where distsync 0.1 kept the same state: it keyed S3+BitTorrent apart from S3."""
-    return [] if storage == "Local" else [_location_file_name("S3+BitTorrent", bucket, prefix)]
+def legacy_state_file_names(state_key: str, bucket: str, prefix: str) -> list[str]:
+    """Where distsync 0.1 kept the same state: it keyed S3+BitTorrent apart from S3 (the
+    only state key it split)."""
+    legacy = {"S3": "S3+BitTorrent"}.get(state_key)
+    return [_location_file_name(legacy, bucket, prefix)] if legacy else []
 
 
 class StateFile:

@@ -20,7 +20,7 @@ from distsync.fsutil import ReadErrors, local_io_error
 from distsync.manifest import Manifest, Version, validate_name
 from distsync.rollout.plan import MAX_GROUPS, MAX_WAVE_WAIT, Rollout, parse_waves
 from distsync.storage.base import ObjectWriter, Store
-from distsync.swarm.meta import TorrentWriter, piece_length_for
+from distsync.transfer.api import transfer_method
 
 __all__ = ["UploadOutcome", "check_source", "file_sha256", "upload_file", "upload_if_changed"]
 
@@ -107,11 +107,12 @@ def upload_file(
     with handle:
         object_key = catalog.layout.new_object_key()
         writer: ObjectWriter = store.writer(object_key)
-        torrent = None
-        if cfg.bittorrent:
-            # The swarm's torrent, hashed as the ciphertext goes out: no second pass.
-            piece = piece_length_for(stream.ciphertext_size(info.st_size, cfg.chunk_size))
-            writer = torrent = TorrentWriter(writer, object_key.rsplit("/", 1)[-1], piece)
+        tap = None
+        transfer = transfer_method(cfg)
+        if transfer is not None:
+            # e.g. the swarm's torrent, hashed as the ciphertext goes out: no second pass.
+            size = stream.ciphertext_size(info.st_size, cfg.chunk_size)
+            writer = tap = transfer.tap(cfg, writer, object_key, size)
         try:
             result = stream.encrypt_stream(
                 cfg.secret,
@@ -148,7 +149,7 @@ def upload_file(
         uploaded_at=time.time(),
         uploader=cfg.uploader,
         mode=stat.S_IMODE(info.st_mode) & 0o777,
-        torrent=torrent.meta().to_manifest() if torrent is not None else None,
+        torrent=tap.manifest_field() if tap is not None else None,
         to=target.to,
         rollout=target.rollout.to_manifest() if target.rollout is not None else None,
     )

@@ -13,12 +13,17 @@ from pathlib import Path
 import pytest
 from distsync.catalog import Catalog
 from distsync.crypto.secret import generate_secret, parse_secret
+from distsync.crypto.signing import SigningKey
 from distsync.errors import StorageError, UnknownArtifactError
 from distsync.layout import Layout
 from distsync.logorder import LOOK_BACK, TAGGED, position, seq_of
 from distsync.manifest import Manifest
+from distsync.signed import Trust
 from distsync.storage.local import LocalStore
 from distsync.store_record import new_store_record
+
+SIGNER = SigningKey.generate()  # as setup makes one: uploads are signed, and trusted
+TRUST = Trust.of([SIGNER.public_key])
 
 OBJECT = "distsync/v3/objects/x"
 
@@ -38,7 +43,9 @@ def manifest(name: str = "app.tgz") -> Manifest:
 
 def catalog_on(store: LocalStore, *, atomic: bool = False) -> Catalog:
     record = new_store_record(1.0, {"atomic_create": atomic})
-    return Catalog(store, Layout(), parse_secret(generate_secret()), record)
+    return Catalog(
+        store, Layout(), parse_secret(generate_secret()), record, trust=TRUST, signer=SIGNER
+    )
 
 
 @pytest.fixture
@@ -93,7 +100,8 @@ def test_a_reader_of_both_layouts_orders_old_atomic_entries_first(store: LocalSt
     """A store whose record said "not atomic" before the tagged layout existed (issue 18's
     first phase) holds atomic entries: they stay readable and order before the new ones."""
     old = catalog_on(store, atomic=True)
-    new = Catalog(store, Layout(), old._secret, new_store_record(1.0, {"atomic_create": False}))
+    tagged = new_store_record(1.0, {"atomic_create": False})
+    new = Catalog(store, Layout(), old._secret, tagged, trust=TRUST, signer=SIGNER)
     first = old.append(manifest("a"))
     second = new.append(manifest("a"))
     assert first.seq == 1 and seq_of(second.seq) == 2

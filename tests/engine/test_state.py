@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from distsync import plugins
 from distsync.errors import IntegrityError, LocalIOError
 from distsync.manifest import Manifest, Version
 from distsync.state import (
@@ -163,11 +164,14 @@ def test_s3_and_s3_bittorrent_share_one_state_and_the_old_file_is_adopted(
     tmp_path: Path,
 ) -> None:
     where = ("bucket", "distsync/v3/")
-    assert state_file_name("S3", *where) == state_file_name("S3+BitTorrent", *where)
-    assert state_file_name("Local", *where) != state_file_name("S3", *where)
-    (old,) = legacy_state_file_names("S3+BitTorrent", *where)
+    # The state key is the storage plugin's: the transfer after "+" is no part of it.
+    s3 = plugins.find("storage", "S3").load().state_key
+    assert state_file_name(s3, *where) != state_file_name("Local", *where)
+    (old,) = legacy_state_file_names(s3, *where)
+    assert old != state_file_name(s3, *where)
+    assert legacy_state_file_names("Local", *where) == []
     StateFile(tmp_path / old).save(DaemonState(last_seq=4, installed={"a": Installed(4, "h", 1)}))
-    current = StateFile(tmp_path / state_file_name("S3+BitTorrent", *where), [tmp_path / old])
+    current = StateFile(tmp_path / state_file_name(s3, *where), [tmp_path / old])
     assert current.load().last_seq == 4
     assert current.path.exists() and not (tmp_path / old).exists()
 

@@ -116,7 +116,15 @@ def encrypt_bytes(run_cli: RunCli, config: Path, data: bytes, fmt: str = "v3") -
 def test_version(run_cli: RunCli) -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0
-    assert proc.stdout.decode().strip() == f"distsync {__version__}"
+    first, *rest = proc.stdout.decode().splitlines()
+    assert first == f"distsync {__version__}"
+    # Then every installed plugin, the built-ins among them (docs/plugins.md).
+    listed = {tuple(line.split()[:3]) for line in rest[1:]}
+    assert rest[0] == "plugins:" and {
+        ("storage", "Local", "distsync"), ("storage", "S3", "distsync"),
+        ("storage", "Swift", "distsync"), ("notify", "S3Poll", "distsync"),
+        ("transfer", "BitTorrent", "distsync"),
+    } <= listed  # fmt: skip
 
 
 def test_help_lists_every_command(run_cli: RunCli) -> None:

@@ -46,6 +46,7 @@ SHIPPED = re.compile(
                     | templates/[\w.-]+\.j2 | files/\w+\.py)
       | python/(?:pyproject\.toml | README\.md | distsync/(?:\w+/)*\w+\.py | distsync/py\.typed)
       | salt/(?:[\w-]+/)*[\w.-]+\.(?:sls|jinja|j2|py|md|ya?ml|example)
+      | examples/[\w-]+/(?:pyproject\.toml | README\.md | (?:\w+/)*\w+\.py)
       | tests/(?:integration/targets/[\w-]+/(?:aliases|(?:tasks|defaults|vars)/[\w-]+\.yml
                                                |files/[\w.-]+)
                | sanity/ignore-[\d.]+\.txt

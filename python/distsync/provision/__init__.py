@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from distsync import plugins
 from distsync.config import load_config
 from distsync.errors import DistsyncError, UsageError
-from distsync.provision.configs import STORAGES, fill_in_interactively, render_config
-from distsync.provision.local import local_in_place, run_local_setup
+from distsync.provision.configs import fill_in_interactively, render_config
 from distsync.provision.options import (
     DEFAULT_OUTPUT_DIR,
     DestroyOptions,
@@ -34,9 +34,8 @@ from distsync.provision.options import (
     silent,
 )
 from distsync.provision.record import public_key_of
-from distsync.provision.s3 import run_destroy, run_s3_setup, s3_in_place
-from distsync.provision.s3_plain import run_s3_setup_without_iam
-from distsync.provision.swift import run_swift_setup, swift_in_place
+from distsync.provision.s3 import run_destroy
+from distsync.storage.api import StorageBackend
 
 __all__ = [
     "DestroyOptions",
@@ -59,24 +58,34 @@ __all__ = [
 def run_setup(options: SetupOptions, *, say: Say = silent, warn: Say = silent) -> SetupResult:
     """Set up a store and write both configs. ``say`` gets progress lines, ``warn`` what a
     failure left behind."""
-    storage = (options.storage or "local").lower()
-    if storage not in STORAGES:
-        raise UsageError(
-            f"--storage must be local, s3, s3+bittorrent, swift or swift+bittorrent, "
-            f"not {storage!r}"
-        )
+    backend = _backend(options)
     upload_path = Path(os.path.expanduser(options.upload_config))
     daemon_path = Path(os.path.expanduser(options.daemon_config))
     if upload_path.resolve() == daemon_path.resolve():
         raise UsageError("--upload-config and --daemon-config must be different files")
     output_dir = str(Path(os.path.expanduser(options.output_dir or DEFAULT_OUTPUT_DIR)).absolute())
-    if storage.startswith("swift"):
-        return run_swift_setup(options, upload_path, daemon_path, output_dir, say, warn)
-    if storage != "local" and options.no_iam:
-        return run_s3_setup_without_iam(options, upload_path, daemon_path, output_dir, say, warn)
-    if storage != "local":
-        return run_s3_setup(options, upload_path, daemon_path, output_dir, say, warn)
-    return run_local_setup(options, upload_path, daemon_path, output_dir, say)
+    return backend.setup(options, upload_path, daemon_path, output_dir, say, warn)
+
+
+def _backend(options: SetupOptions) -> StorageBackend:
+    """The storage plugin ``--storage`` names (``s3`` for ``s3+bittorrent``); the transfer
+    after ``+`` must be installed too."""
+    storage = options.storage or "local"
+    name, plus, transfer = storage.partition("+")
+    wanted = [("storage", name)] + ([("transfer", transfer)] if plus else [])
+    try:
+        found = [plugins.find(kind, value) for kind, value in wanted]
+        backend: StorageBackend = found[0].load()
+        for plugin in found[1:]:
+            plugin.load()
+    except plugins.PluginUnavailable as exc:
+        choices = ", ".join(name.lower() for name in plugins.names("storage"))
+        transfers = ", ".join(name.lower() for name in plugins.names("transfer"))
+        raise UsageError(
+            f"--storage {storage!r}: {exc} (installed: {choices}; a transfer is added as "
+            f"STORAGE+TRANSFER: {transfers})"
+        ) from None
+    return backend
 
 
 def setup_in_place(options: SetupOptions) -> bool:
@@ -86,7 +95,10 @@ def setup_in_place(options: SetupOptions) -> bool:
     output directory. S3: additionally the setup's bucket and users exist with the policies
     this version would give them (read-only calls).
     """
-    storage = (options.storage or "local").lower()
+    try:
+        backend = _backend(options)
+    except UsageError:
+        return False
     upload_path = Path(os.path.expanduser(options.upload_config))
     daemon_path = Path(os.path.expanduser(options.daemon_config))
     try:
@@ -96,11 +108,7 @@ def setup_in_place(options: SetupOptions) -> bool:
     output_dir = Path(os.path.expanduser(options.output_dir or DEFAULT_OUTPUT_DIR)).absolute()
     if uploader.secret != daemon.secret or daemon.output_dir != output_dir:
         return False
-    if storage == "local":
-        return local_in_place(options, uploader, daemon)
-    if storage.startswith("swift"):
-        return swift_in_place(options, uploader, daemon)
-    return s3_in_place(options, uploader, daemon)
+    return backend.in_place(options, uploader, daemon)
 
 
 # The idempotent faces of the two functions above (Ansible, Salt); imported last because

@@ -94,6 +94,10 @@ def fill_in_interactively(
             )
     elif options.storage.startswith("swift"):
         _fill_in_swift(options, prompt, ask_secret)
+    elif options.storage not in STORAGES:
+        # A storage plugin (docs/plugins.md): where its store is is all setup asks.
+        if options.bucket is None:
+            options.bucket = prompt("StorageBucket (where the store is)", "", _nonempty)
     else:
         if options.region is None:
             tell("Regions: " + ", ".join(REGIONS))
@@ -112,6 +116,12 @@ def fill_in_interactively(
         options.output_dir = prompt(
             "Directory the servers install artifacts into", DEFAULT_OUTPUT_DIR, _directory_answer
         )
+
+
+def _nonempty(answer: str) -> str:
+    if not answer.strip():
+        raise UsageError("an answer is needed")
+    return answer.strip()
 
 
 def _storage_answer(answer: str) -> str:

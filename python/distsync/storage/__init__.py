@@ -1,23 +1,26 @@
-"""Object stores behind one small interface (``Store``): one file per backend."""
+"""Object stores behind one small interface (``Store``): one file per backend, each a
+``distsync.storage`` plugin (distsync.plugins, distsync.storage.api)."""
 
 from __future__ import annotations
 
+from distsync import plugins
 from distsync.config import Config
+from distsync.errors import ConfigError
+from distsync.storage.api import StorageBackend
 from distsync.storage.base import SMALL_OBJECT_LIMIT, ObjectWriter, Store
 
-__all__ = ["SMALL_OBJECT_LIMIT", "ObjectWriter", "Store", "open_store"]
+__all__ = ["SMALL_OBJECT_LIMIT", "ObjectWriter", "Store", "open_store", "storage_backend"]
+
+
+def storage_backend(cfg: Config) -> StorageBackend:
+    """The storage plugin a configuration names (``S3`` for ``S3+BitTorrent``)."""
+    try:
+        backend: StorageBackend = plugins.find("storage", cfg.storage_name).load()
+    except plugins.PluginUnavailable as exc:
+        raise ConfigError(cfg.path, "Storage", str(exc)) from None
+    return backend
 
 
 def open_store(cfg: Config) -> Store:
     """The store a configuration names."""
-    if cfg.storage == "Local":
-        from distsync.storage.local import LocalStore
-
-        return LocalStore(cfg.local_store_root())
-    if cfg.swift_storage:
-        from distsync.storage.swift import SwiftStore
-
-        return SwiftStore.from_config(cfg)
-    from distsync.storage.s3 import S3Store
-
-    return S3Store.from_config(cfg)
+    return storage_backend(cfg).open(cfg)

@@ -29,15 +29,21 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from distsync.errors import NotAnObjectError, NotFoundError, StorageError
 from distsync.fsutil import TEMP_SUFFIX
+from distsync.plugin_config import no_settings
+from distsync.storage.api import STORAGE_API, Capabilities
 from distsync.storage.base import SMALL_OBJECT_LIMIT, StoredObject, too_large
 
-__all__ = ["LocalStore"]
+if TYPE_CHECKING:
+    from distsync.config import Config
+    from distsync.provision.options import Say, SetupOptions, SetupResult
+
+__all__ = ["BACKEND", "LocalStore"]
 
 log = logging.getLogger(__name__)
 
@@ -415,3 +421,45 @@ def _read_at_most(fd: int, length: int, offset: int) -> bytes:
         offset += len(piece)
         remaining -= len(piece)
     return b"".join(pieces)
+
+
+class _LocalBackend:
+    """``Storage = "Local"`` as a ``distsync.storage`` plugin (distsync.storage.api)."""
+
+    api = STORAGE_API
+    # link() fails when the target exists: create-if-absent is atomic on any POSIX file system.
+    capabilities = Capabilities(
+        atomic_create=True,
+        conditional_head=True,
+        ranged_reads=True,
+        presigned_urls=False,
+        delete=True,
+    )
+    state_key = "Local"
+
+    def check_config(self, cfg: Config, table: Mapping[str, Any]) -> None:
+        no_settings(cfg, "Local", table)
+
+    def open(self, cfg: Config) -> LocalStore:
+        return LocalStore(cfg.local_store_root())
+
+    def setup(
+        self,
+        options: SetupOptions,
+        upload_path: Path,
+        daemon_path: Path,
+        output_dir: str,
+        say: Say,
+        warn: Say,
+    ) -> SetupResult:
+        from distsync.provision.local import run_local_setup
+
+        return run_local_setup(options, upload_path, daemon_path, output_dir, say)
+
+    def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:
+        from distsync.provision.local import local_in_place
+
+        return local_in_place(options, uploader, daemon)
+
+
+BACKEND = _LocalBackend()

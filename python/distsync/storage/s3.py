@@ -16,20 +16,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from distsync.config import Config
 from distsync.errors import AccessDeniedError, FormatError, NotFoundError, StorageError
+from distsync.plugin_config import no_settings
+from distsync.storage.api import STORAGE_API, Capabilities
 from distsync.storage.base import SMALL_OBJECT_LIMIT, StoredObject, too_large
+from distsync.storage.parts import PartWriter
 
-__all__ = ["DEFAULT_PART_SIZE", "MAX_PARTS", "S3Store", "part_size_for"]
+if TYPE_CHECKING:
+    from distsync.provision.options import Say, SetupOptions, SetupResult
+
+__all__ = ["BACKEND", "DEFAULT_PART_SIZE", "MAX_PARTS", "S3Store", "part_size_for"]
 
 log = logging.getLogger(__name__)
 
@@ -399,179 +404,85 @@ class S3Store:
         return S3Writer(self, key)
 
 
-class S3Writer:
-    """A streaming multipart upload; nothing is visible at ``key`` until ``commit()``.
-
-    ``write`` copies into the current part buffer (callers may reuse theirs). Full parts go
-    to a thread pool; at most ``budget`` buffers exist at once (one filling, the rest queued or
-    uploading), so a writer that outpaces the network blocks instead of growing. Any failure
-    aborts the multipart upload so that no parts linger (and cost) in the bucket.
-    """
+class S3Writer(PartWriter):
+    """A streaming multipart upload (``PartWriter``); nothing is visible at ``key`` until
+    ``commit()``. Any failure aborts the multipart upload so that no parts linger (and cost)
+    in the bucket."""
 
     def __init__(self, store: S3Store, key: str) -> None:
         self._store = store
-        self._key = key
         self._upload_id: str | None = None
-        self._part_number = 1
         self._parts: dict[int, dict[str, Any]] = {}
-        self._futures: list[Future[None]] = []
-        self._failure: BaseException | None = None
-        self._done = False
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._allocated = 0
-        self._pool = ThreadPoolExecutor(store.upload_workers, "distsync-s3-part")
-        self._buffer = self._take_buffer()
-        self._filled = 0
+        super().__init__(
+            description=store.description,
+            key=key,
+            workers=store.upload_workers,
+            base_size=store.part_size,
+            size_for=part_size_for,
+            max_parts=MAX_PARTS,
+            error=store.error,
+            thread_name="distsync-s3-part",
+        )
 
-    # Memory: (workers + 2) base-size parts, fewer as parts grow (never fewer than two).
-    def _budget(self, size: int) -> int:
-        workers = self._store.upload_workers
-        return max(2, (workers + 2) * self._store.part_size // size)
+    def _checksum(self) -> dict[str, str]:
+        return {"ChecksumAlgorithm": "CRC32"} if self._store._part_checksums else {}
 
-    def _take_buffer(self) -> bytearray:
-        size = part_size_for(self._part_number, self._store.part_size)
-        while True:
-            try:
-                buf = self._free.get_nowait()
-            except queue.Empty:
-                if self._allocated < self._budget(size):
-                    self._allocated += 1
-                    return bytearray(size)
-                buf = self._free.get()  # an upload in flight always hands one back
-            if len(buf) == size:
-                return buf
-            self._allocated -= 1  # parts grew: let the smaller buffer go
+    def _begin(self) -> None:
+        created = self._store.call(
+            "start uploading",
+            self._key,
+            self._store._client.create_multipart_upload,
+            Key=self._key,
+            **self._checksum(),
+        )
+        self._upload_id = str(created["UploadId"])
 
-    def write(self, data: bytes | memoryview) -> int:
-        self._check()
-        view = memoryview(data).cast("B")
-        total = len(view)
-        try:
-            while len(view):
-                n = min(len(self._buffer) - self._filled, len(view))
-                self._buffer[self._filled : self._filled + n] = view[:n]
-                self._filled += n
-                view = view[n:]
-                if self._filled == len(self._buffer):
-                    self._ship(self._buffer, self._filled)
-                    self._buffer = self._take_buffer()
-                    self._filled = 0
-                    self._check()
-        except BaseException:
-            self.abort()
-            raise
-        return total
+    def _send_part(self, number: int, buf: bytearray, filled: int) -> None:
+        response = self._store.call(
+            "upload",
+            self._key,
+            self._store._client.upload_part,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=buf if filled == len(buf) else bytes(buf[:filled]),
+            **self._checksum(),
+        )
+        part = {"PartNumber": number, "ETag": response["ETag"]}
+        if "ChecksumCRC32" in response:
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        self._parts[number] = part
 
-    def _check(self) -> None:
-        if self._done:
-            raise StorageError(f"{self._store.description}: write to a finished upload")
-        if self._failure is not None:
-            failure = self._failure
-            self.abort()
-            if isinstance(failure, StorageError):
-                raise failure
-            raise self._store.error("upload", self._key, failure)
+    def _put_whole(self, data: memoryview) -> None:
+        self._store.call(
+            "write", self._key, self._store._client.put_object, Key=self._key, Body=bytes(data)
+        )
 
-    def _ship(self, buf: bytearray, filled: int) -> None:
-        if self._part_number > MAX_PARTS:
-            raise StorageError(
-                f"{self._store.description}: {self._key} needs more than {MAX_PARTS} parts"
-            )
+    def _complete(self) -> None:
+        self._store.call(
+            "finish uploading",
+            self._key,
+            self._store._client.complete_multipart_upload,
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": [self._parts[n] for n in sorted(self._parts)]},
+        )
+
+    def _discard(self) -> None:
         if self._upload_id is None:
-            extra = {"ChecksumAlgorithm": "CRC32"} if self._store._part_checksums else {}
-            created = self._store.call(
-                "start uploading",
-                self._key,
-                self._store._client.create_multipart_upload,
-                Key=self._key,
-                **extra,
-            )
-            self._upload_id = str(created["UploadId"])
-        number = self._part_number
-        self._part_number += 1
-        body = buf if filled == len(buf) else bytes(buf[:filled])
-        self._futures.append(self._pool.submit(self._upload_part, number, buf, body))
-
-    def _upload_part(self, number: int, buf: bytearray, body: bytes | bytearray) -> None:
+            return
         try:
-            if self._failure is not None:
-                return
-            extra = {"ChecksumAlgorithm": "CRC32"} if self._store._part_checksums else {}
-            response = self._store.call(
-                "upload",
+            self._store.call(
+                "abort the upload of",
                 self._key,
-                self._store._client.upload_part,
+                self._store._client.abort_multipart_upload,
                 Key=self._key,
                 UploadId=self._upload_id,
-                PartNumber=number,
-                Body=body,
-                **extra,
             )
-            part = {"PartNumber": number, "ETag": response["ETag"]}
-            if "ChecksumCRC32" in response:
-                part["ChecksumCRC32"] = response["ChecksumCRC32"]
-            self._parts[number] = part
-        except BaseException as exc:
-            if self._failure is None:
-                self._failure = exc
-        finally:
-            self._free.put(buf)
-
-    def commit(self) -> None:
-        self._check()
-        try:
-            if self._upload_id is None:
-                # Smaller than one part: a single PUT.
-                data = bytes(self._buffer[: self._filled])
-                self._store.call(
-                    "write", self._key, self._store._client.put_object, Key=self._key, Body=data
-                )
-            else:
-                if self._filled:
-                    self._ship(self._buffer, self._filled)
-                for future in self._futures:
-                    future.result()
-                self._check()
-                parts = [self._parts[n] for n in sorted(self._parts)]
-                self._store.call(
-                    "finish uploading",
-                    self._key,
-                    self._store._client.complete_multipart_upload,
-                    Key=self._key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
-        except BaseException:
-            self.abort()
-            raise
-        self._finish()
-
-    def abort(self) -> None:
-        if self._done:
-            return
-        if self._failure is None:
-            self._failure = StorageError("aborted")  # parts not yet started skip their upload
-        self._finish()
-        if self._upload_id is not None:
-            try:
-                self._store.call(
-                    "abort the upload of",
-                    self._key,
-                    self._store._client.abort_multipart_upload,
-                    Key=self._key,
-                    UploadId=self._upload_id,
-                )
-            except StorageError as exc:
-                log.warning(
-                    "%s (an unfinished multipart upload remains; a lifecycle rule removes it)",
-                    exc,
-                )
-
-    def _finish(self) -> None:
-        self._done = True
-        # Wait for parts in flight: a part landing after AbortMultipartUpload would linger.
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._buffer = bytearray()
+        except StorageError as exc:
+            log.warning(
+                "%s (an unfinished multipart upload remains; a lifecycle rule removes it)", exc
+            )
 
 
 def client_config(
@@ -629,3 +540,51 @@ def _public_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
+
+
+class _S3Backend:
+    """``Storage = "S3"`` (AWS S3 and S3-compatible servers) as a ``distsync.storage`` plugin."""
+
+    api = STORAGE_API
+    # AWS honours If-None-Match: * atomically; an S3-compatible server may not, so setup
+    # decides (and records) it per store.
+    capabilities = Capabilities(
+        atomic_create=None,
+        conditional_head=True,
+        ranged_reads=True,
+        presigned_urls=True,
+        delete=True,
+    )
+    state_key = "S3"  # S3 and S3+BitTorrent at one bucket and prefix share a daemon's state
+
+    def check_config(self, cfg: Config, table: Mapping[str, Any]) -> None:
+        no_settings(cfg, "S3", table)  # its settings are [AwsCreds]
+
+    def open(self, cfg: Config) -> S3Store:
+        return S3Store.from_config(cfg)
+
+    def setup(
+        self,
+        options: SetupOptions,
+        upload_path: Path,
+        daemon_path: Path,
+        output_dir: str,
+        say: Say,
+        warn: Say,
+    ) -> SetupResult:
+        from distsync.provision.s3 import run_s3_setup
+        from distsync.provision.s3_plain import run_s3_setup_without_iam
+
+        if options.no_iam:  # an S3 endpoint without IAM (docs/setup-s3.md)
+            return run_s3_setup_without_iam(
+                options, upload_path, daemon_path, output_dir, say, warn
+            )
+        return run_s3_setup(options, upload_path, daemon_path, output_dir, say, warn)
+
+    def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:
+        from distsync.provision.s3 import s3_in_place
+
+        return s3_in_place(options, uploader, daemon)
+
+
+BACKEND = _S3Backend()

@@ -38,14 +38,13 @@ import datetime
 import functools
 import json
 import logging
-import queue
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 # Imported here, not on first use: the first connection is opened by whichever thread calls
@@ -61,10 +60,17 @@ from distsync.errors import (
     NotFoundError,
     StorageError,
 )
+from distsync.plugin_config import no_settings
+from distsync.storage.api import STORAGE_API, Capabilities
 from distsync.storage.base import StoredObject
+from distsync.storage.parts import PartWriter
 from distsync.store_record import TempUrlGrant
 
+if TYPE_CHECKING:
+    from distsync.provision.options import Say, SetupOptions, SetupResult
+
 __all__ = [
+    "BACKEND",
     "DAEMONS_SUFFIX",
     "DAEMON_SUBTREES",
     "DEFAULT_SEGMENT_SIZE",
@@ -192,9 +198,7 @@ class _Connector:
             "timeout": self.timeout,
         }
         if self._keystone_auth is not None:
-            session = self._keystone_session.Session(
-                auth=self._keystone_auth, timeout=self.timeout
-            )
+            session = self._keystone_session.Session(auth=self._keystone_auth, timeout=self.timeout)
             return Connection(
                 session=session,
                 os_options={
@@ -668,163 +672,75 @@ def _delete_object(conn: Any, *, container: str, name: str) -> None:
     conn.delete_object(container, name)
 
 
-class SwiftWriter:
-    """A streaming Static Large Object; nothing is visible at ``key`` until ``commit()``.
+class SwiftWriter(PartWriter):
+    """A streaming Static Large Object (``PartWriter``); nothing is visible at ``key`` until
+    ``commit()``. Segments go to ``<container>_segments`` as ``<key>/<upload id>/<number>``;
+    a failure or ``abort`` deletes the uploaded segments."""
 
-    Segments go to ``<container>_segments`` as ``<key>/<upload id>/<number>``. ``write`` copies
-    into the current segment buffer (callers may reuse theirs); full segments upload on a
-    thread pool; at most ``budget`` buffers exist at once, so a writer that outpaces the
-    network blocks instead of growing. A failure or ``abort`` deletes the uploaded segments.
-    An object smaller than one segment is a single PUT.
-    """
+    noun = "segments"
 
     def __init__(self, store: SwiftStore, key: str) -> None:
         self._store = store
-        self._key = key
         self._container = store.container_for(key)
         self._upload_id = uuid.uuid4().hex
-        self._number = 1
         self._segments: dict[int, dict[str, Any]] = {}
-        self._futures: list[Future[None]] = []
-        self._failure: BaseException | None = None
-        self._done = False
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._allocated = 0
-        self._pool = ThreadPoolExecutor(store.upload_workers, "distsync-swift-segment")
-        self._buffer = self._take_buffer()
-        self._filled = 0
-
-    def _budget(self, size: int) -> int:
-        """Memory: (workers + 2) base-size segments, fewer as segments grow (at least two)."""
-        workers = self._store.upload_workers
-        return max(2, (workers + 2) * self._store.segment_size // size)
-
-    def _take_buffer(self) -> bytearray:
-        size = segment_size_for(self._number, self._store.segment_size)
-        while True:
-            try:
-                buf = self._free.get_nowait()
-            except queue.Empty:
-                if self._allocated < self._budget(size):
-                    self._allocated += 1
-                    return bytearray(size)
-                buf = self._free.get()  # a segment in flight always hands one back
-            if len(buf) == size:
-                return buf
-            self._allocated -= 1  # segments grew: let the smaller buffer go
+        super().__init__(
+            description=store.description,
+            key=key,
+            workers=store.upload_workers,
+            base_size=store.segment_size,
+            size_for=segment_size_for,
+            max_parts=MAX_SEGMENTS,
+            error=store.error,
+            thread_name="distsync-swift-segment",
+        )
 
     def _segment_name(self, number: int) -> str:
         return f"{self._key}/{self._upload_id}/{number:08d}"
 
-    def write(self, data: bytes | memoryview) -> int:
-        self._check()
-        view = memoryview(data).cast("B")
-        total = len(view)
-        try:
-            while len(view):
-                n = min(len(self._buffer) - self._filled, len(view))
-                self._buffer[self._filled : self._filled + n] = view[:n]
-                self._filled += n
-                view = view[n:]
-                if self._filled == len(self._buffer):
-                    self._ship(self._buffer, self._filled)
-                    self._buffer = self._take_buffer()
-                    self._filled = 0
-                    self._check()
-        except BaseException:
-            self.abort()
-            raise
-        return total
-
-    def _check(self) -> None:
-        if self._done:
-            raise StorageError(f"{self._store.description}: write to a finished upload")
-        if self._failure is not None:
-            failure = self._failure
-            self.abort()
-            if isinstance(failure, StorageError):
-                raise failure
-            raise self._store.error("upload", self._key, failure)
-
-    def _ship(self, buf: bytearray, filled: int) -> None:
-        if self._number > MAX_SEGMENTS:
-            raise StorageError(
-                f"{self._store.description}: {self._key} needs more than {MAX_SEGMENTS} segments"
-            )
-        number = self._number
-        self._number += 1
-        self._futures.append(self._pool.submit(self._upload_segment, number, buf, filled))
-
-    def _upload_segment(self, number: int, buf: bytearray, filled: int) -> None:
-        try:
-            if self._failure is not None:
-                return
-            store = self._store
-            name = self._segment_name(number)
-            etag = store.call(
-                "upload",
-                self._key,
-                lambda conn: conn.put_object(
-                    store.segments_container,
-                    name,
-                    _Reader(memoryview(buf)[:filled]),
-                    content_length=filled,
-                ),
-            )
-            self._segments[number] = {
-                "path": f"/{store.segments_container}/{name}",
-                "etag": etag,
-                "size_bytes": filled,
-            }
-        except BaseException as exc:
-            if self._failure is None:
-                self._failure = exc
-        finally:
-            self._free.put(buf)
-
-    def commit(self) -> None:
-        self._check()
+    def _send_part(self, number: int, buf: bytearray, filled: int) -> None:
         store = self._store
-        try:
-            if not self._futures:
-                # Smaller than one segment: a single PUT.
-                data = memoryview(self._buffer)[: self._filled]
-                store.call(
-                    "write",
-                    self._key,
-                    lambda conn: conn.put_object(
-                        self._container, self._key, _Reader(data), content_length=len(data)
-                    ),
-                )
-            else:
-                if self._filled:
-                    self._ship(self._buffer, self._filled)
-                for future in self._futures:
-                    future.result()
-                self._check()
-                manifest = json.dumps([self._segments[n] for n in sorted(self._segments)])
-                store.call(
-                    "finish uploading",
-                    self._key,
-                    lambda conn: conn.put_object(
-                        self._container,
-                        self._key,
-                        _Reader(manifest.encode()),
-                        content_length=len(manifest),
-                        query_string="multipart-manifest=put",
-                    ),
-                )
-        except BaseException:
-            self.abort()
-            raise
-        self._finish()
+        name = self._segment_name(number)
+        etag = store.call(
+            "upload",
+            self._key,
+            lambda conn: conn.put_object(
+                store.segments_container,
+                name,
+                _Reader(memoryview(buf)[:filled]),
+                content_length=filled,
+            ),
+        )
+        self._segments[number] = {
+            "path": f"/{store.segments_container}/{name}",
+            "etag": etag,
+            "size_bytes": filled,
+        }
 
-    def abort(self) -> None:
-        if self._done:
-            return
-        if self._failure is None:
-            self._failure = StorageError("aborted")  # segments not yet started skip upload
-        self._finish()
+    def _put_whole(self, data: memoryview) -> None:
+        self._store.call(
+            "write",
+            self._key,
+            lambda conn: conn.put_object(
+                self._container, self._key, _Reader(data), content_length=len(data)
+            ),
+        )
+
+    def _complete(self) -> None:
+        manifest = json.dumps([self._segments[n] for n in sorted(self._segments)])
+        self._store.call(
+            "finish uploading",
+            self._key,
+            lambda conn: conn.put_object(
+                self._container,
+                self._key,
+                _Reader(manifest.encode()),
+                content_length=len(manifest),
+                query_string="multipart-manifest=put",
+            ),
+        )
+
+    def _discard(self) -> None:
         left = []
         container = self._store.segments_container
         for number in sorted(self._segments):
@@ -845,13 +761,53 @@ class SwiftWriter:
                 "%s: %d segment(s) of an aborted upload remain in %s under %s/%s/",
                 self._store.description,
                 len(left),
-                self._store.segments_container,
+                container,
                 self._key,
                 self._upload_id,
             )
 
-    def _finish(self) -> None:
-        self._done = True
-        # Wait for segments in flight: one landing after the clean-up would linger.
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._buffer = bytearray()
+
+class _SwiftBackend:
+    """``Storage = "Swift"`` (native OpenStack Swift) as a ``distsync.storage`` plugin."""
+
+    api = STORAGE_API
+    # Swift accepts If-None-Match: * but two racing creates can both win (DESIGN §9): what
+    # a store does is probed by setup and kept in its record.
+    capabilities = Capabilities(
+        atomic_create=None,
+        conditional_head=True,
+        ranged_reads=True,
+        presigned_urls=True,  # TempURLs, with the key setup grants in the store record
+        delete=True,
+    )
+    # Swift's daemons kept their state under the S3 kind's name before plugins existed.
+    state_key = "S3"
+
+    def check_config(self, cfg: Config, table: Mapping[str, Any]) -> None:
+        no_settings(cfg, "Swift", table)  # its settings are [SwiftCreds]
+        if cfg.swift is None:
+            raise cfg.error("SwiftCreds", f'is required by Storage = "{cfg.storage}"')
+
+    def open(self, cfg: Config) -> SwiftStore:
+        return SwiftStore.from_config(cfg)
+
+    def setup(
+        self,
+        options: SetupOptions,
+        upload_path: Path,
+        daemon_path: Path,
+        output_dir: str,
+        say: Say,
+        warn: Say,
+    ) -> SetupResult:
+        from distsync.provision.swift import run_swift_setup
+
+        return run_swift_setup(options, upload_path, daemon_path, output_dir, say, warn)
+
+    def in_place(self, options: SetupOptions, uploader: Config, daemon: Config) -> bool:
+        from distsync.provision.swift import swift_in_place
+
+        return swift_in_place(options, uploader, daemon)
+
+
+BACKEND = _SwiftBackend()

@@ -1,0 +1,1 @@
+"""How servers notice new artifacts: ``Notify`` names a ``distsync.notify`` plugin."""
