@@ -345,7 +345,14 @@ def main():
         # In check mode an upload that would happen is one more version to keep.
         incoming = 1 if module.check_mode and outcome.changed else 0
         name = outcome.after["name"]
-        result["pruned"] = run_engine(module, lambda: _prune(module, name, incoming), **result)
+        if outcome.before is None:
+            # A name's first version: nothing to prune, and in check mode the engine would
+            # not know the name yet.
+            result["pruned"] = dict(deleted=[], kept_for_fleet=[])
+        else:
+            result["pruned"] = run_engine(
+                module, lambda: _prune(module, name, incoming), **result
+            )
         result["changed"] = result["changed"] or bool(result["pruned"]["deleted"])
     if module.params["wait"] and not module.check_mode:
         # A failed wait fails the task; the upload itself stays done (changed=true).
