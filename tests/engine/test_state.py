@@ -49,6 +49,9 @@ def test_one_install_per_name_in_log_order() -> None:
 
 def test_never_rolls_back() -> None:
     state = DaemonState(installed={"app.tgz": Installed(5, "x", 1)})
+    # An older entry found alone (a replay, a late upload, the newer entry's read failing this
+    # cycle) must not replace the newer install: newest-wins alone would pick it.
+    assert plan_installs(state, [version(4)], {}, 0.0) == []
     assert plan_installs(state, [version(4), version(5)], {}, 0.0) == []
     assert [v.seq for v in plan_installs(state, [version(4), version(6)], {}, 0.0)] == [6]
 
