@@ -318,7 +318,8 @@ def status(name=None, config="~/.distsync", version=None):
 def list_(name=None, config="~/.distsync"):
     """
     The artifact versions in the store ``config`` names, newest first, each with
-    ``name``, ``version``, ``size``, ``sha256``, ``uploaded_at``, ``uploader`` and ``mode``.
+    ``name``, ``version``, ``size``, ``sha256``, ``uploaded_at``, ``uploader``, ``mode`` and
+    ``pruned`` (its content was deleted by ``distsync prune`` or ``keep=``).
 
     name
         Only the versions of this artifact.
@@ -333,10 +334,17 @@ def list_(name=None, config="~/.distsync"):
     """
     from distsync.catalog import Catalog
     from distsync.config import load_config
+    from distsync.retention import present_objects
 
     def action():
-        found = Catalog.open(load_config(_path(config))).versions()
-        return [v.facts() for v in found if name in (None, v.manifest.name)]
+        catalog = Catalog.open(load_config(_path(config)))
+        found = [v for v in catalog.versions() if name in (None, v.manifest.name)]
+        # As distsync_info: a version whose content was pruned is listed, marked pruned.
+        present = present_objects(catalog) if found else None
+        return [
+            dict(v.facts(), pruned=present is not None and v.manifest.object_key not in present)
+            for v in found
+        ]
 
     return _engine(action)
 

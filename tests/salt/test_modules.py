@@ -65,7 +65,7 @@ def test_list_newest_first_and_by_name(minion: Minion, store: Path, tmp_path: Pa
         ("b.bin", "2", 20),
         ("a.bin", "1", 10),
     ]
-    assert listed == _versions(store)
+    assert listed == [dict(v, pruned=False) for v in _versions(store)]
     assert set(listed[0]) == {
         "name",
         "version",
@@ -74,6 +74,7 @@ def test_list_newest_first_and_by_name(minion: Minion, store: Path, tmp_path: Pa
         "uploaded_at",
         "uploader",
         "mode",
+        "pruned",
     }
     only_a = minion.call("distsync.list", "name=a.bin", f"config={store}")
     assert [v["version"] for v in only_a] == ["3", "1"]
@@ -476,6 +477,10 @@ def test_keep_prunes_after_the_upload_and_test_deletes_nothing(
     assert "pruned version(s) 3, 2; kept version 1: " in result["comment"], result
     assert _contents(store) == ["4", "1"]
     assert [v["version"] for v in _versions(store)] == ["4", "3", "2", "1"]  # entries stay
+    listed = minion.call("distsync.list", f"config={store}")
+    assert [(v["version"], v["pruned"]) for v in listed] == [
+        ("4", False), ("3", True), ("2", True), ("1", False)
+    ]
 
     rc, results, output = minion.state(sls)
     assert rc == 0 and results["app.bin"]["result"] is True, output
