@@ -123,8 +123,15 @@ class Catalog:
     @property
     def tagged(self) -> bool:
         """Whether writers use the tagged layout: the store record says the store's
-        create-if-absent is not atomic. Readers read both layouts either way."""
-        return self.record is not None and not self.record.capability("atomic_create")
+        create-if-absent is not atomic. Readers read both layouts either way. Only a record
+        this config's trust accepts decides: every server's config holds the secret that
+        seals it, so an unsigned one may be a forgery."""
+        record = self.record
+        return (
+            record is not None
+            and self.trust.accepts(record.signer)
+            and not record.capability("atomic_create")
+        )
 
     @property
     def look_back(self) -> int:

@@ -8,6 +8,7 @@ Swift, Swift's S3 API) do the same in tests/system/test_log_races.py.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ def manifest(name: str = "app.tgz") -> Manifest:
 
 
 def catalog_on(store: LocalStore, *, atomic: bool = False) -> Catalog:
-    record = new_store_record(1.0, {"atomic_create": atomic})
+    # As setup writes it: signed by the uploader's key (only a trusted record decides).
+    record = replace(new_store_record(1.0, {"atomic_create": atomic}), signer=SIGNER.public_key)
     return Catalog(
         store, Layout(), parse_secret(generate_secret()), record, trust=TRUST, signer=SIGNER
     )
@@ -100,7 +102,7 @@ def test_a_reader_of_both_layouts_orders_old_atomic_entries_first(store: LocalSt
     """A store whose record said "not atomic" before the tagged layout existed (issue 18's
     first phase) holds atomic entries: they stay readable and order before the new ones."""
     old = catalog_on(store, atomic=True)
-    tagged = new_store_record(1.0, {"atomic_create": False})
+    tagged = replace(new_store_record(1.0, {"atomic_create": False}), signer=SIGNER.public_key)
     new = Catalog(store, Layout(), old._secret, tagged, trust=TRUST, signer=SIGNER)
     first = old.append(manifest("a"))
     second = new.append(manifest("a"))

@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from distsync.crypto import stream
 from distsync.crypto.signing import SigningKey, format_key
 from distsync.sealed import seal_record_body
 from distsync.signed import open_signed
-from distsync.store_record import STORE_RECORD, new_store_record
+from distsync.store_record import STORE_RECORD, new_store_record, open_store_record
 from test_local_flow import installs, make_file, sha256_file, tomllib, write_toml
 
 EVIL = b"#!/bin/sh\necho owned\n"
@@ -207,6 +208,26 @@ def test_forged_store_record_cannot_roll_a_daemon_back(local_site: AnySite) -> N
     log = proc.stderr.decode()
     assert f"the store record names store {forged.store_id}, but no trusted signer" in log, log
     assert installs(log) == [] and "is a new store" not in log, log
+    assert sha256_file(site.out / "app.bin") == sha2
+
+
+def test_forged_store_record_cannot_change_the_log_layout(local_site: AnySite) -> None:
+    """A store record sealed with a server's secret, keeping the store id but claiming that
+    create is not atomic (or naming another web seed), is not acted on: uploads keep the
+    store's layout and the daemon says why it ignores the record."""
+    site = local_site
+    src = site.root / "app.bin"
+    site.upload(make_file(src, b"release 1\n"))
+    key = PREFIX + "store"
+    genuine = open_store_record(site.secret, key, site.store.get(key), "the test's store")
+    forged = replace(genuine, capabilities={"atomic_create": False})
+    site.store.put(key, seal_record_body(STORE_RECORD, site.secret, key, forged.body()))
+    version, sha2 = site.upload(make_file(src, b"release 2\n"))  # "2", not a tagged "2.<tag>"
+    assert version == "2"
+    proc = site.once()
+    log = proc.stderr.decode()
+    assert proc.returncode == 0, log
+    assert "the store record is signed by no trusted signer; its log layout and web seed " in log
     assert sha256_file(site.out / "app.bin") == sha2
 
 
