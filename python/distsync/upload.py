@@ -204,9 +204,14 @@ def upload_if_changed(
     else:
         before = newest.facts()
         same_target = target.same_as(newest.manifest)
-    if (before is None or force) and not dry_run:
-        # Nothing to compare with: the upload's own pass yields the SHA-256, so skip reading
-        # the whole file a second time.
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise local_io_error("read", path, exc) from None
+    differs = before is None or force or before["size"] != size
+    if differs and not dry_run:
+        # Nothing to compare with (or a size that already differs): the upload's own pass
+        # yields the SHA-256, so skip reading and hashing the whole file a second time.
         return UploadOutcome(
             True,
             before,
@@ -218,7 +223,6 @@ def upload_if_changed(
     if before is not None and before["sha256"] == sha256 and same_target and not force:
         return UploadOutcome(False, before, before)
     if dry_run:
-        size = os.stat(path).st_size
         return UploadOutcome(
             True, before, {"name": name, "version": None, "size": size, "sha256": sha256}
         )
