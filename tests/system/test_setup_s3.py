@@ -1108,13 +1108,6 @@ def test_on_a_terminal_setup_prompts_and_teardown_asks_first(
 # -- end to end: upload and install with only the created identities -------------------------
 
 
-def _s3_backend_ready() -> bool:
-    from distsync.storage import s3
-
-    return hasattr(s3.S3Store, "create") and hasattr(s3.S3Store, "writer")
-
-
-@pytest.mark.skipif(not _s3_backend_ready(), reason="storage/s3.py has not landed yet")
 def test_upload_and_daemon_install_with_only_the_created_identities(
     server: IamServer, admin: Keys, tmp_path: Path
 ) -> None:
