@@ -10,7 +10,11 @@ each run's peak RSS and CPU time are its own (wait4):
 * ``distsync upload`` (encrypt as a stream into a parallel multipart upload, append the
   manifest) against boto3 ``upload_file`` of the plaintext (default TransferConfig);
 * ``distsync daemon --once`` with a fresh OutputDir and StateDir (notice the upload, ranged
-  GETs, verify, decrypt, SHA-256, fsync, rename) against boto3 ``download_file``.
+  GETs, verify and decrypt every chunk, check the signed manifest's digest of the chunk tags,
+  fsync, rename) against boto3 ``download_file``.
+
+The configs are signed, as ``distsync setup`` writes them: CI's holds the SigningKey, the
+server's trusts its public key.
 
 Runs alternate baseline and ours; every download is checked byte for byte outside the timing.
 Then the same with the client processes under ``taskset -c 0`` (the server keeps every core).
@@ -112,18 +116,27 @@ def server(name: str, workdir: Path) -> Iterator[Server]:
         running.stop()
 
 
-def write_config(workdir: Path, endpoint: str) -> Path:
+def write_configs(workdir: Path, endpoint: str) -> tuple[Path, Path]:
+    """CI's config and a server's, signed as `distsync setup` makes them: the uploader holds
+    the SigningKey, the server trusts its public key (so manifests carry the tags digest)."""
     from distsync.crypto.secret import generate_secret
+    from distsync.crypto.signing import SigningKey, format_key
 
-    path = workdir / "distsync.toml"
-    path.write_text(
+    key = SigningKey.generate()
+    common = (
         f'SharedSecret = "{generate_secret()}"\nStorageBucket = "{BUCKET}"\nStorage = "S3"\n'
         f'OutputDir = "{workdir / "installed"}"\nStateDir = "{workdir / "state"}"\n'
+    )
+    aws = (
         f'[AwsCreds]\nAccessKey = "{ACCESS_KEY}"\nSecretKey = "{SECRET_KEY}"\n'
         f'Endpoint = "{endpoint}"\n'
     )
-    path.chmod(0o600)
-    return path
+    upload, daemon = workdir / "distsync.toml", workdir / "distsyncd.toml"
+    upload.write_text(f'{common}SigningKey = "{key.text()}"\n{aws}')
+    daemon.write_text(f'{common}TrustedSigners = ["{format_key(key.public_key)}"]\n{aws}')
+    for path in (upload, daemon):
+        path.chmod(0o600)
+    return upload, daemon
 
 
 def sha256_of(path: Path) -> str:
@@ -142,7 +155,12 @@ def empty_bucket(client: object) -> None:
 
 
 def one_round(
-    endpoint: str, config: Path, source: Path, expected: str, workdir: Path, prefix: list[str]
+    endpoint: str,
+    configs: tuple[Path, Path],
+    source: Path,
+    expected: str,
+    workdir: Path,
+    prefix: list[str],
 ) -> dict[str, Run]:
     """Baseline and ours, alternating, each download checked byte for byte (not timed)."""
     env = dict(
@@ -163,7 +181,7 @@ def one_round(
     installed.mkdir()
     runs = {
         "boto_up": measure([*boto, "upload", endpoint, BUCKET, "plain", str(source)], log, env),
-        "ours_up": measure([*ours, "upload", "-c", str(config), str(source)], log, env),
+        "ours_up": measure([*ours, "upload", "-c", str(configs[0]), str(source)], log, env),
         "boto_down": measure(
             [*boto, "download", endpoint, BUCKET, "plain", str(plain_copy)], log, env
         ),
@@ -171,7 +189,7 @@ def one_round(
     if sha256_of(plain_copy) != expected:
         raise SystemExit("boto3 download differs from the input")
     plain_copy.unlink()
-    runs["ours_down"] = measure([*ours, "daemon", "-c", str(config), "--once"], log, env)
+    runs["ours_down"] = measure([*ours, "daemon", "-c", str(configs[1]), "--once"], log, env)
     if sha256_of(installed / source.name) != expected:
         raise SystemExit("distsync daemon --once installed something else than the input")
     shutil.rmtree(installed)
@@ -194,13 +212,13 @@ def measure_server(
     with server(name, workdir) as running:
         client = s3_client(running.endpoint)
         client.create_bucket(Bucket=BUCKET)
-        config = write_config(workdir, running.endpoint)
+        configs = write_configs(workdir, running.endpoint)
         for cores, prefix in passes.items():
             runs: dict[str, list[Run]] = {key: [] for key in LABELS}
             before = load()
             for _ in range(args.repeat):
                 empty_bucket(client)  # ministack holds objects in memory
-                done = one_round(running.endpoint, config, source, expected, workdir, prefix)
+                done = one_round(running.endpoint, configs, source, expected, workdir, prefix)
                 for key, run in done.items():
                     runs[key].append(run)
             after = load()

@@ -106,6 +106,10 @@ class Manifest:
     # fields), which fails closed: it does not install what may not be meant for it.
     to: tuple[str, ...] | None = None
     rollout: dict[str, Any] | None = None
+    # SHA-256 of the object's header and chunk tags (stream.TagsDigest). Written by signed
+    # uploads only: every daemon that reads a signed manifest knows the field, while an
+    # unsigned one may still be read by 0.1.0 daemons, which refuse fields they do not know.
+    tags_sha256: str | None = None
 
     def staged(self) -> Rollout | None:
         return None if self.rollout is None else Rollout.from_manifest(self.rollout)
@@ -154,7 +158,11 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "torrent": (dict, type(None)),
 }
 # Fields a manifest holds only when they are set (see Manifest).
-_OPTIONAL: dict[str, tuple[type, ...]] = {"to": (list,), "rollout": (dict,)}
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "to": (list,),
+    "rollout": (dict,),
+    "tags_sha256": (str,),
+}
 
 
 def check_manifest(manifest: Manifest, objects_prefix: str) -> None:
@@ -169,6 +177,7 @@ def check_manifest(manifest: Manifest, objects_prefix: str) -> None:
     problems = {
         "size": not 0 <= m.size <= _MAX_SIZE,
         "sha256": not _SHA256.fullmatch(m.sha256),
+        "tags_sha256": m.tags_sha256 is not None and not _SHA256.fullmatch(m.tags_sha256),
         "object_key": not (
             m.object_key.startswith(objects_prefix)
             and _OBJECT_LEAF.fullmatch(m.object_key[len(objects_prefix) :])

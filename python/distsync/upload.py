@@ -152,6 +152,7 @@ def upload_file(
         torrent=tap.manifest_field() if tap is not None else None,
         to=target.to,
         rollout=target.rollout.to_manifest() if target.rollout is not None else None,
+        tags_sha256=result.tags_sha256 if cfg.signing_key is not None else None,
     )
     return catalog.append(manifest, undo=remove_content)
 

@@ -265,6 +265,50 @@ def test_ranged_decryption_round_trips_in_order(batch_chunks: int, size: int) ->
     assert digest.hexdigest() == hashlib.sha256(plain).hexdigest()
 
 
+def tags_of(obj: bytes) -> str:
+    """The digest of the header and chunk tags, from the object's bytes alone."""
+    digest = hashlib.sha256(obj[: stream.HEADER_LEN])
+    for start in range(stream.HEADER_LEN, len(obj), C + 48):
+        sealed = obj[start : start + C + 48]
+        digest.update(sealed[-16:])
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("batch_chunks", [1, 3, 50])
+@pytest.mark.parametrize("size", [0, 1, C, 7 * C, 10 * C + 17])
+def test_the_tags_digest_is_the_same_sealing_and_opening(batch_chunks: int, size: int) -> None:
+    plain = pattern(size, seed=3)
+    out = io.BytesIO()
+    sealed = stream.encrypt_stream(SECRET, io.BytesIO(plain), out, chunk_size=C, workers=2)
+    obj = out.getvalue()
+    assert sealed.tags_sha256 == tags_of(obj)
+
+    dec = stream.StreamDecryptor(SECRET, obj[:64])
+    opened = stream.TagsDigest(obj[:64])
+    stream.decrypt_ranges(
+        dec,
+        Ranges(obj),
+        len(obj),
+        io.BytesIO(),
+        tags=opened,
+        workers=4,
+        batch_bytes=batch_chunks * (C + 48),
+    )
+    assert opened.hexdigest() == sealed.tags_sha256
+
+
+def test_other_content_under_the_same_header_has_other_tags() -> None:
+    """What a holder of the secret can make (the header is public, the salt in it): other
+    chunks under the same header verify, and the tags digest tells them apart."""
+    plain = pattern(3 * C + 1)
+    enc = stream.StreamEncryptor(SECRET, C)
+    first = stream.encrypt_with(enc, io.BytesIO(plain), io.BytesIO())
+    again = stream.StreamEncryptor(SECRET, C, salt=enc.header.salt)
+    assert again.header.raw == enc.header.raw
+    other = stream.encrypt_with(again, io.BytesIO(plain[:-1] + b"!"), io.BytesIO())
+    assert other.tags_sha256 != first.tags_sha256
+
+
 def test_ranged_decryption_resumes_after_the_kept_chunks() -> None:
     plain = pattern(9 * C + 5)
     obj = encrypt(plain)

@@ -97,7 +97,7 @@ def test_reference_encoder_matches_the_implementation() -> None:
         plaintext = pattern(size)
         enc = stream.StreamEncryptor(SECRET, C, salt=salt, iv_source=counting_ivs())
         out = io.BytesIO()
-        stream._encrypt_with(enc, io.BytesIO(plaintext), out, workers=3)
+        stream.encrypt_with(enc, io.BytesIO(plaintext), out, workers=3)
         assert out.getvalue() == ref_encrypt(SECRET, salt, C, plaintext, lambda i: bytes([i]) * 16)
 
 
@@ -157,7 +157,7 @@ def test_documented_vectors(name: str) -> None:
 
     enc = stream.StreamEncryptor(secret, chunk_size, salt=salt, iv_source=counting_ivs())
     out = io.BytesIO()
-    result = stream._encrypt_with(enc, io.BytesIO(plaintext), out, workers=2)
+    result = stream.encrypt_with(enc, io.BytesIO(plaintext), out, workers=2)
     obj = out.getvalue()
     assert obj == ref_encrypt(secret, salt, chunk_size, plaintext, lambda i: bytes([i]) * 16)
     assert hashlib.sha256(obj).hexdigest() == vector["object_sha256"]

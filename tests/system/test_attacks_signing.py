@@ -176,6 +176,38 @@ def test_signed_manifest_replayed_at_a_new_log_key_is_rejected(site: AnySite) ->
     assert sha256_file(site.out / "app.bin") == sha2
 
 
+def test_content_resealed_with_the_secret_under_a_signed_manifest_is_rejected(
+    site: AnySite,
+) -> None:
+    """The chunks' MACs are keyed by the secret every server holds: other content sealed
+    under the very header of a signed upload's object passes every MAC. The signed manifest's
+    digest of the chunk tags refuses it (a fetch checks that instead of the plaintext's
+    SHA-256)."""
+    src = site.root / "app.bin"
+    site.upload(make_file(src, b"release 1\n"))
+    assert site.once().returncode == 0
+    v2, _sha2 = site.upload(make_file(src, b"release 2\n"))
+    body = site.manifest_body(int(v2))
+    header = site.store.get(body["object_key"])[: stream.HEADER_LEN]
+    salt = header[16:48]  # magic, version, suite, reserved, chunk size: 16 bytes; then salt
+    resealer = stream.StreamEncryptor(site.secret, body["chunk_size"], salt=salt)
+    assert resealer.header.raw == header
+    evil = b"owned :-(\n"
+    assert len(evil) == body["size"]
+    sealed = io.BytesIO()
+    stream.encrypt_with(resealer, io.BytesIO(evil), sealed)
+    site.store.put(body["object_key"], sealed.getvalue())
+
+    proc = site.once()
+    log = proc.stderr.decode()
+    assert proc.returncode != 0, log
+    assert re.search(
+        rf"ERROR rejected app\.bin version {v2}: .*does not match the manifest's chunk tags", log
+    ), log
+    assert installs(log) == [], log
+    assert (site.out / "app.bin").read_bytes() == b"release 1\n"
+
+
 def test_the_signing_key_in_a_server_config_is_refused(local_site: AnySite) -> None:
     """A server holding the key could publish: the daemon will not run with one."""
     site = local_site

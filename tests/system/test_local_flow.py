@@ -503,6 +503,9 @@ def test_corrupted_object_never_reaches_output_dir(site: Site, corruption: str) 
     log = proc.stderr.decode()
     assert proc.returncode != 0, log
     assert re.search(rf"ERROR rejected app\.bin version {v2}: ", log), log
+    if corruption == "swapped-for-previous-object":
+        # Every chunk verifies: the signed manifest's digest of the chunk tags refuses it.
+        assert "does not match the manifest's chunk tags" in log, log
     assert installs(log) == []
     assert dest.read_bytes() == good
     after = dest.stat()
@@ -893,12 +896,36 @@ def test_kill_9_during_install_then_restart_completes(big: Big, server: Site) ->
         resumed = re.search(r"big\.bin: continuing a download after (\d+) chunks", again.log())
         assert resumed, again.log()
         assert int(resumed.group(1)) > 0 and kept > 0
+        assert "fetching it whole" not in again.log()  # the kept chunks were good
         assert temps_in(server.out) == []
         assert again.stop() == 0
     finally:
         watcher.finish()
     assert watcher.problems == []
     assert watcher.looks_absent > 0 and watcher.looks_present > 0
+    assert sha256_file(dest) == big.sha256
+
+
+def test_a_damaged_part_file_is_not_resumed_but_fetched_whole(big: Big, server: Site) -> None:
+    """The kept prefix of a crashed download is plaintext read back from disk, which no MAC
+    covers: the SHA-256 of the whole file has to match, and a mismatch starts afresh."""
+    dest = server.out / "big.bin"
+    daemon = server.start_daemon()
+    tmp = wait_for_partial_temp(server, daemon)
+    daemon.proc.kill()
+    assert daemon.proc.wait(timeout=10) == -signal.SIGKILL
+    with open(tmp, "r+b") as part:  # a bit flipped in the first kept chunk
+        part.seek(100)
+        byte = part.read(1)[0]
+        part.seek(100)
+        part.write(bytes([byte ^ 0x01]))
+
+    again = server.start_daemon()
+    again.wait_log(rf"installed big\.bin version {big.version} sha256 {big.sha256} ", 90)
+    assert "big.bin: continuing a download after" in again.log()
+    assert "resumed download of big.bin failed verification; fetching it whole" in again.log()
+    assert again.stop() == 0
+    assert temps_in(server.out) == []
     assert sha256_file(dest) == big.sha256
 
 
