@@ -162,6 +162,7 @@ def test_documented_vectors(name: str) -> None:
     assert obj == ref_encrypt(secret, salt, chunk_size, plaintext, lambda i: bytes([i]) * 16)
     assert hashlib.sha256(obj).hexdigest() == vector["object_sha256"]
     assert result.plaintext_sha256 == vector["plaintext_sha256"]
+    assert result.tags_sha256 == vector["tags_sha256"]
     assert result.ciphertext_size == len(obj) == stream.ciphertext_size(len(plaintext), chunk_size)
     if "object" in vector:
         assert obj.hex() == vector["object"]

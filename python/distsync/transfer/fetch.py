@@ -37,9 +37,9 @@ __all__ = ["ChunkSource", "FetchResult", "Interrupted", "fetch_version"]
 log = logging.getLogger(__name__)
 
 # One ranged GET per batch of whole chunks; memory is about (workers + 2) x 2 batches. A GET
-# costs the client about 1.5 ms of CPU: 8 MiB batches fetch a GiB a fifth faster than 4 MiB
-# did (docs/benchmarks.md).
-_BATCH_BYTES = 8 << 20
+# costs the client about 1.5 ms of CPU: 6 MiB fetch a GiB faster than 4 MiB, and 8 MiB would
+# pass the 150 MiB peak RSS (docs/benchmarks.md).
+_BATCH_BYTES = 6 << 20
 
 
 class ChunkSource(Protocol):
