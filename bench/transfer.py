@@ -32,11 +32,12 @@ import hashlib
 import http.client
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from benchlib import ONE_CORE, MiB, Row, Run, load, measure, workdir_base, write_random
@@ -96,6 +97,12 @@ class Server:
             time.sleep(0.1)
         self.stop()
         raise SystemExit(f"{name} did not start: see {workdir / f'{name}.log'}")
+
+    def cpu_seconds(self) -> float:
+        """The server process's user + system CPU so far (/proc: it is not our child's
+        ``wait4``): whether the store, not the client, sets the pace."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -161,8 +168,10 @@ def one_round(
     expected: str,
     workdir: Path,
     prefix: list[str],
-) -> dict[str, Run]:
-    """Baseline and ours, alternating, each download checked byte for byte (not timed)."""
+    server_cpu: Callable[[], float],
+) -> tuple[dict[str, Run], dict[str, float]]:
+    """Baseline and ours, alternating, each download checked byte for byte (not timed); also
+    the server's CPU seconds during each run."""
     env = dict(
         os.environ,
         AWS_ACCESS_KEY_ID=ACCESS_KEY,
@@ -179,21 +188,25 @@ def one_round(
     for fresh in (installed, workdir / "state"):
         shutil.rmtree(fresh, ignore_errors=True)
     installed.mkdir()
-    runs = {
-        "boto_up": measure([*boto, "upload", endpoint, BUCKET, "plain", str(source)], log, env),
-        "ours_up": measure([*ours, "upload", "-c", str(configs[0]), str(source)], log, env),
-        "boto_down": measure(
-            [*boto, "download", endpoint, BUCKET, "plain", str(plain_copy)], log, env
-        ),
-    }
+    runs: dict[str, Run] = {}
+    served: dict[str, float] = {}
+
+    def timed(key: str, argv: list[str]) -> None:
+        before = server_cpu()
+        runs[key] = measure(argv, log, env)
+        served[key] = server_cpu() - before
+
+    timed("boto_up", [*boto, "upload", endpoint, BUCKET, "plain", str(source)])
+    timed("ours_up", [*ours, "upload", "-c", str(configs[0]), str(source)])
+    timed("boto_down", [*boto, "download", endpoint, BUCKET, "plain", str(plain_copy)])
     if sha256_of(plain_copy) != expected:
         raise SystemExit("boto3 download differs from the input")
     plain_copy.unlink()
-    runs["ours_down"] = measure([*ours, "daemon", "-c", str(configs[1]), "--once"], log, env)
+    timed("ours_down", [*ours, "daemon", "-c", str(configs[1]), "--once"])
     if sha256_of(installed / source.name) != expected:
         raise SystemExit("distsync daemon --once installed something else than the input")
     shutil.rmtree(installed)
-    return runs
+    return runs, served
 
 
 LABELS = {
@@ -215,15 +228,26 @@ def measure_server(
         configs = write_configs(workdir, running.endpoint)
         for cores, prefix in passes.items():
             runs: dict[str, list[Run]] = {key: [] for key in LABELS}
+            served: dict[str, list[float]] = {key: [] for key in LABELS}
             before = load()
             for _ in range(args.repeat):
                 empty_bucket(client)  # ministack holds objects in memory
-                done = one_round(running.endpoint, configs, source, expected, workdir, prefix)
+                done, cpu = one_round(
+                    running.endpoint,
+                    configs,
+                    source,
+                    expected,
+                    workdir,
+                    prefix,
+                    running.cpu_seconds,
+                )
                 for key, run in done.items():
                     runs[key].append(run)
+                    served[key].append(cpu[key])
             after = load()
             results[cores] = {key: Row(LABELS[key], runs[key], before, after) for key in LABELS}
-            report(f"{name}, {cores_label(cores)}", args.size_mib * MiB, results[cores])
+            title = f"{name}, {cores_label(cores)}"
+            report(title, args.size_mib * MiB, results[cores], served)
         empty_bucket(client)
     return results
 
@@ -241,17 +265,29 @@ def ratios(rows: dict[str, Row]) -> tuple[float, float, float, float]:
     return up, up_median, down, down_median
 
 
-def report(title: str, size: int, rows: dict[str, Row]) -> None:
+def cpu_ratios(rows: dict[str, Row]) -> tuple[float, float]:
+    """(upload, download): boto3's client CPU / ours, the least of each's runs. CPU seconds
+    barely move with the machine's load, so these stay put when the wall-time ratios swing."""
+
+    def least(key: str) -> float:
+        return min(run.cpu_seconds for run in rows[key].runs)
+
+    return least("boto_up") / least("ours_up"), least("boto_down") / least("ours_down")
+
+
+def report(
+    title: str, size: int, rows: dict[str, Row], served: dict[str, list[float]]
+) -> None:
     first = next(iter(rows.values()))
     print(f"\n{title} ({first.load_before} → {first.load_after}):\n")
-    print("| run | best s | MiB/s | median s | CPU s | peak RSS MiB | all runs (s)")
-    print("|---|---:|---:|---:|---:|---:|---")
-    for row in rows.values():
+    print("| run | best s | MiB/s | median s | CPU s | server CPU s | peak RSS MiB | all runs (s)")
+    print("|---|---:|---:|---:|---:|---:|---:|---")
+    for key, row in rows.items():
         every = " ".join(f"{r.seconds:.2f}" for r in row.runs)
         print(
             f"| {row.label} | {row.best.seconds:.2f} | {size / MiB / row.best.seconds:.1f} "
-            f"| {row.median_seconds:.2f} | {row.best.cpu_seconds:.2f} | {row.peak_rss:.1f} "
-            f"| {every}",
+            f"| {row.median_seconds:.2f} | {row.best.cpu_seconds:.2f} "
+            f"| {statistics.median(served[key]):.2f} | {row.peak_rss:.1f} | {every}",
             flush=True,
         )
     up, up_median, down, down_median = ratios(rows)
@@ -288,11 +324,13 @@ def main() -> None:
     for name, passes in results.items():
         for cores, rows in passes.items():
             up, up_median, down, down_median = ratios(rows)
+            cpu_up, cpu_down = cpu_ratios(rows)
             where = f"{name}, {'all cores' if cores == 'all' else 'one core'}"
             print(
                 f"{where:24} upload {up:.2f} ({up_median:.2f})  daemon --once {down:.2f} "
                 f"({down_median:.2f})  peak RSS up {rows['ours_up'].peak_rss:.0f} / down "
-                f"{rows['ours_down'].peak_rss:.0f} MiB"
+                f"{rows['ours_down'].peak_rss:.0f} MiB  CPU boto3/ours up {cpu_up:.2f} "
+                f"down {cpu_down:.2f}"
             )
     print(
         f"goals: upload >= {GOALS['upload']:.2f}, daemon --once >= {GOALS['download']:.2f}, "
