@@ -588,7 +588,7 @@ def decrypt_ranges(
     besides ``workers + 2`` reused plaintext buffers. Batches are written to ``dst`` strictly
     in order, each after all its chunks verified, and the plaintext goes to ``digest`` (a
     hash's ``update``) in order, beside the workers. ``check()`` runs before each batch is
-    read, and may raise to stop. ``tags`` gets every chunk's tag, in order. Returns the
+    read and may raise to stop. ``tags`` gets every chunk's tag, in order. Returns the
     plaintext bytes written; after an error ``dst`` holds a prefix of unverified provenance:
     write into a temporary file.
     """
@@ -610,13 +610,14 @@ def decrypt_ranges(
                 f"{end - start} bytes"
             )
         filled = 0
-        found = []
         for n, index in enumerate(range(first, last + 1)):
             piece = data[n * sealed_full : (n + 1) * sealed_full]
             filled += dec.open_chunk_into(index, piece, index == count - 1, slot.outbuf[filled:])
-            found.append(piece[-CHUNK_TAG_LEN:])
-        if tags is not None:
-            batch_tags[first] = b"".join(found)
+        if tags is not None:  # each chunk ends with its tag; all but the last are full
+            batch_tags[first] = b"".join(
+                data[end - CHUNK_TAG_LEN : end]
+                for end in (*range(sealed_full, len(data), sealed_full), len(data))
+            )
         return filled
 
     output = _Output(dst, progress, plaintext_out=True)
