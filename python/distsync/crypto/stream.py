@@ -152,7 +152,7 @@ class TagsDigest:
     flag, so this digest names the whole object as surely as the plaintext's SHA-256 does
     (other content for a given tag is a 2^128 search, with the key or without), for 16 bytes
     per chunk instead of every byte. A signed manifest carries it: a fetch checks it instead
-    of hashing the plaintext, about a third of its CPU.
+    of hashing the plaintext, about a fifth of its CPU.
     """
 
     def __init__(self, header: bytes) -> None:

@@ -7,9 +7,10 @@ manifest is it fsynced and renamed into place.
 
 The whole is checked one of two ways. A manifest that carries ``tags_sha256`` (signed
 uploads) names the object by its header and chunk tags (``stream.TagsDigest``): 16 bytes per
-chunk to hash instead of every byte, a third of a fetch's CPU. Otherwise, and whenever a part
-file left by a crash (kill -9, power loss) is continued, it is the plaintext's SHA-256: the
-kept whole chunks were read back from disk, which no tag covers, so they are re-read into it.
+chunk to hash instead of every byte, about a fifth of a fetch's CPU. Otherwise, and whenever
+a part file left by a crash (kill -9, power loss) is continued, it is the plaintext's
+SHA-256: the kept whole chunks were read back from disk, which no tag covers, so they are
+re-read into it.
 """
 
 from __future__ import annotations
