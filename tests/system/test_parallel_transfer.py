@@ -131,8 +131,17 @@ def test_sigint_in_the_middle_of_a_decryption_leaves_no_temp_file(
     assert sealed.returncode == 0, sealed.stderr
     out = tmp_path / "out"
     out.mkdir()
+    target = str(out / "x")
+    command = [sys.executable, "-m", "distsync", "decrypt", "-c", str(conf), "-", "-o", target]
+    # SIGINT back to its default before the exec: a suite started in the background of a
+    # non-interactive shell (a CI runner's `cmd &`) inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler, rightly: an ignored SIGINT is the caller's choice.
+    exec_with_sigint = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "distsync", "decrypt", "-c", str(conf), "-", "-o", str(out / "x")],
+        [sys.executable, "-c", exec_with_sigint, *command],
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=dict(os.environ, HOME=str(tmp_path)),
