@@ -3,6 +3,7 @@ machine's load, and the summary table. A benchmark, not a test: nothing here ass
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -57,6 +58,22 @@ def measure(
     if done.returncode or int(code):
         raise SystemExit(f"{' '.join(argv)} failed:\n{log.read_text(errors='replace')}")
     return Run(float(seconds), float(cpu), int(rss_kib) / 1024)  # ru_maxrss is in KiB
+
+
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants so far, from /proc: for
+    processes the bench does not ``wait4`` (servers, daemons in their namespaces)."""
+    ticks = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:

@@ -52,6 +52,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import process_tree_cpu
+
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 MiB = 1 << 20
@@ -62,7 +64,6 @@ SECRET_KEY = "bench-secret-key-not-real"
 BUCKET = "distsync-bench-fleet"
 CANDIDATE_SUBNETS = [f"10.214.{n}.0/24" for n in range(0, 250, 7)]
 _INSTALLED = re.compile(r"^(\S+ \S+) distsync INFO installed app\.bin ", re.MULTILINE)
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def run(*argv: str, check: bool = True) -> str:
@@ -233,22 +234,6 @@ def start_s3(lab: Lab, env: dict[str, str]) -> None:
     lab.exec("s3", [PY, "-c", script], env, timeout=60)
 
 
-def _process_tree_ticks(pid: int) -> int:
-    """utime + stime (clock ticks) of ``pid`` and its live descendants."""
-    total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                pending += [int(child) for child in children]
-    return total
-
-
 def _cpu_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
     with open("/proc/stat") as stat:
@@ -264,14 +249,14 @@ class CpuMeter:
         self.lab = lab
         self.start = time.monotonic()
         self.host = _cpu_ticks()
-        self.procs = {label: _process_tree_ticks(p.pid) for label, p in lab.procs.items()}
+        self.procs = {label: process_tree_cpu(p.pid) for label, p in lab.procs.items()}
 
     def report(self) -> str:
         seconds = max(time.monotonic() - self.start, 1e-6)
         busy, total = _cpu_ticks()
         host = (busy - self.host[0]) / max(total - self.host[1], 1)
         used = {
-            label: (_process_tree_ticks(p.pid) - self.procs.get(label, 0)) / _CLK_TCK
+            label: process_tree_cpu(p.pid) - self.procs.get(label, 0.0)
             for label, p in self.lab.procs.items()
         }
         daemons = {label: s for label, s in used.items() if label.startswith("n")}

@@ -40,7 +40,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from benchlib import ONE_CORE, MiB, Row, Run, load, measure, workdir_base, write_random
+from benchlib import (
+    ONE_CORE,
+    MiB,
+    Row,
+    Run,
+    load,
+    measure,
+    process_tree_cpu,
+    workdir_base,
+    write_random,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
@@ -99,10 +109,8 @@ class Server:
         raise SystemExit(f"{name} did not start: see {workdir / f'{name}.log'}")
 
     def cpu_seconds(self) -> float:
-        """The server process's user + system CPU so far (/proc: it is not our child's
-        ``wait4``): whether the store, not the client, sets the pace."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """The server's CPU so far: whether the store, not the client, sets the pace."""
+        return process_tree_cpu(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
