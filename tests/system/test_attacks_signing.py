@@ -189,7 +189,7 @@ def test_content_resealed_with_the_secret_under_a_signed_manifest_is_rejected(
     v2, _sha2 = site.upload(make_file(src, b"release 2\n"))
     body = site.manifest_body(int(v2))
     header = site.store.get(body["object_key"])[: stream.HEADER_LEN]
-    salt = header[16:48]  # magic, version, suite, reserved, chunk size: 16 bytes; then salt
+    salt = stream.StreamDecryptor(site.secret, header).header.salt
     resealer = stream.StreamEncryptor(site.secret, body["chunk_size"], salt=salt)
     assert resealer.header.raw == header
     evil = b"owned :-(\n"
